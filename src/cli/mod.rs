@@ -1,0 +1,88 @@
+//! The command line: `hearth serve | migrate | orgs | keys`, each setting a flag with an env var.
+
+mod keys;
+mod migrate;
+mod orgs;
+mod output;
+mod serve;
+
+use std::path::Path;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{GlobalConfig, ServeConfig};
+use crate::db::migrate::SchemaState;
+use crate::db::{Db, migrate as schema};
+
+/// hearth — a single-binary agent runtime: an OpenAI-compatible chat API whose every turn is a
+/// durable run, stored in one SQLite file.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalConfig,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (creating, migrating and bootstrapping the database on first run).
+    Serve(Box<ServeConfig>),
+    /// Apply pending database migrations and exit.
+    Migrate(migrate::MigrateArgs),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(orgs::OrgsCommand),
+    /// Manage API keys (secrets are shown once, alone on the last stdout line).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+/// A problem with the given settings: exit code 2, and the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// A [`ConfigError`] for bad settings; anything else for runtime failures.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db_path = cli.global.db_path();
+    match cli.command {
+        Command::Serve(config) => serve::run(&db_path, *config).await,
+        Command::Migrate(args) => migrate::run(&db_path, &args),
+        Command::Orgs(command) => orgs::run(&open_migrated(&db_path)?, command).await,
+        Command::Keys(command) => keys::run(&open_migrated(&db_path)?, command).await,
+    }
+}
+
+/// Opens an existing, fully migrated database for an administrative command.
+fn open_migrated(path: &Path) -> anyhow::Result<Db> {
+    if !path.exists() {
+        return Err(ConfigError(format!(
+            "no database at {} (HEARTH_DB): start `hearth serve` or run `hearth migrate` first",
+            path.display()
+        ))
+        .into());
+    }
+    let db = Db::open(path, 2)?;
+    let conn = rusqlite::Connection::open(path)?;
+    match schema::state(&conn)? {
+        SchemaState::Current => Ok(db),
+        SchemaState::Behind { applied, latest } => Err(ConfigError(format!(
+            "the database at {} has {applied} of {latest} migrations applied: run `hearth migrate`",
+            path.display()
+        ))
+        .into()),
+        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
+            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
+            path.display()
+        ))
+        .into()),
+    }
+}

@@ -1,0 +1,135 @@
+//! `hearth serve`: open and migrate the database, bootstrap, serve until a signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::ConfigError;
+use crate::app::{App, AppParts, AppState};
+use crate::config::ServeConfig;
+use crate::db::Db;
+use crate::db::migrate::{self, SchemaState};
+use crate::replication::RoleSource;
+use crate::{bootstrap, metrics, server};
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+///
+/// # Errors
+/// On bad settings, an unusable database, or a port that cannot be bound.
+pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let static_key = config.static_api_key().map_err(ConfigError)?;
+    let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
+    let role = RoleSource::new(config.litefs_dir.as_deref()).current();
+    let db = Db::open(db_path, config.db_readers)?;
+    prepare_schema(db_path, role.is_writer(), config.auto_migrate)?;
+    let default_org = if role.is_writer() {
+        let boot = bootstrap::ensure(&db, config.admin_token.is_some(), static_key.is_some()).await?;
+        bootstrap::announce(&boot);
+        boot.default_org
+    } else {
+        bootstrap::find_default_org(&db).await?
+    };
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
+    let local = listener.local_addr()?;
+    let grace = Duration::from_secs(config.shutdown_grace_s);
+    let state = App::build(AppParts { config, db: db.clone(), metrics, default_org, static_key });
+    tracing::info!(
+        addr = %local,
+        db = %db_path.display(),
+        role = role.as_str(),
+        startup_ms = started.elapsed().as_millis(),
+        "listening"
+    );
+    watch_signals(&state);
+    server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
+    finish(&state, &db).await;
+    Ok(())
+}
+
+/// Brings the schema up to date (writer nodes with auto-migrate) or checks that it is.
+fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")?;
+    match migrate::state(&conn)? {
+        SchemaState::Current => Ok(()),
+        SchemaState::Behind { .. } if writer && auto_migrate => {
+            for name in migrate::migrate_to(&conn, None)? {
+                tracing::info!(migration = name, "applied migration");
+            }
+            Ok(())
+        }
+        SchemaState::Behind { applied, latest } if writer => Err(ConfigError(format!(
+            "the database at {} has {applied} of {latest} migrations applied and \
+             HEARTH_AUTO_MIGRATE is false: run `hearth migrate` first",
+            path.display()
+        ))
+        .into()),
+        SchemaState::Behind { applied, latest } => Err(ConfigError(format!(
+            "this LiteFS replica's database has {applied} of {latest} migrations applied; \
+             the primary migrates it: start or upgrade the primary first"
+        ))
+        .into()),
+        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
+            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
+            path.display()
+        ))
+        .into()),
+    }
+}
+
+/// Cancels the app's shutdown token on SIGTERM or SIGINT.
+fn watch_signals(state: &AppState) {
+    let token = state.shutdown().clone();
+    state.tasks().spawn(async move {
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "signal received");
+        token.cancel();
+    });
+}
+
+async fn wait_for_signal() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                () = ctrl_c => "SIGINT",
+            },
+            Err(_) => {
+                ctrl_c.await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        "SIGINT"
+    }
+}
+
+/// Waits for background tasks, then checkpoints and closes the database.
+async fn finish(state: &AppState, db: &Db) {
+    state.shutdown().cancel();
+    state.tasks().close();
+    if tokio::time::timeout(Duration::from_secs(10), state.tasks().wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop within 10 s");
+    }
+    let checkpoint =
+        db.read(|conn| Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)).await;
+    if let Err(e) = checkpoint {
+        tracing::warn!(error = %e, "final WAL checkpoint failed (the WAL will be replayed on next open)");
+    }
+    tracing::info!("stopped; database closed");
+}

@@ -1,0 +1,240 @@
+//! Typed settings: every one a clap flag with an environment variable, validated at start.
+//!
+//! Secrets are [`Secret`]s, whose `Debug` prints `***`, so a settings dump never leaks them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, ValueEnum};
+
+/// A secret setting (API key, token). Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; use only to compare or hash, never to log.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            Err("must not be empty".into())
+        } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err("must not contain whitespace or control characters".into())
+        } else {
+            Ok(Self(s.to_owned()))
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; what log shippers want).
+    Json,
+    /// Human-readable lines for a terminal.
+    Text,
+}
+
+/// Settings every subcommand shares: where the database is and how to log.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalConfig {
+    /// SQLite database file [default: ./data/hearth.db]. Wins over DATABASE_URL.
+    #[arg(long, env = "HEARTH_DB", value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+
+    /// Database as a URL, `sqlite:PATH` or `sqlite://PATH`; used when HEARTH_DB is unset.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true, value_parser = parse_sqlite_url)]
+    pub database_url: Option<PathBuf>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives
+    /// such as `info,hearth=debug`.
+    #[arg(long, env = "HEARTH_LOG", value_name = "FILTER", default_value = "info", global = true,
+          value_parser = parse_log_filter)]
+    pub log: String,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "HEARTH_LOG_FORMAT", value_enum, default_value = "json", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl GlobalConfig {
+    /// The database file: `--db`/HEARTH_DB, else DATABASE_URL, else `./data/hearth.db`.
+    #[must_use]
+    pub fn db_path(&self) -> PathBuf {
+        self.db
+            .clone()
+            .or_else(|| self.database_url.clone())
+            .unwrap_or_else(|| PathBuf::from("data/hearth.db"))
+    }
+}
+
+/// Settings of `hearth serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HEARTH_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Static service API key accepted as `Authorization: Bearer …` for the `default`
+    /// organization (legacy alias: MESHI_RUNTIME_API_KEY). When set, first run creates no key.
+    #[arg(long, env = "GATEWAY_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// Admin token for the inspector and the admin API. When set, first run creates none.
+    #[arg(long, env = "HEARTH_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Apply pending migrations at start (primary only). With `false`, an unmigrated database
+    /// stops start-up with a hint to run `hearth migrate`.
+    #[arg(long, env = "HEARTH_AUTO_MIGRATE", value_name = "BOOL", default_value = "true",
+          value_parser = parse_bool)]
+    pub auto_migrate: bool,
+
+    /// Largest accepted request body, in bytes or with a unit (`512KiB`, `1MiB`, `2MB`);
+    /// larger bodies get 413.
+    #[arg(long, env = "HEARTH_MAX_BODY", value_name = "SIZE", default_value = "1MiB",
+          value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT before the server
+    /// closes them.
+    #[arg(long, env = "HEARTH_SHUTDOWN_GRACE_S", value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+
+    /// Bearer token required by `GET /metrics`; open when unset.
+    #[arg(long, env = "HEARTH_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// LiteFS mount directory; its `.primary` file tells this node's role. Unset: standalone.
+    #[arg(long, env = "HEARTH_LITEFS_DIR", value_name = "DIR")]
+    pub litefs_dir: Option<PathBuf>,
+
+    /// Read connections in the SQLite pool.
+    #[arg(long, env = "HEARTH_DB_READERS", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub db_readers: u32,
+}
+
+impl ServeConfig {
+    /// The static API key: GATEWAY_API_KEY, else the legacy MESHI_RUNTIME_API_KEY.
+    ///
+    /// # Errors
+    /// When the legacy variable holds an invalid value.
+    pub fn static_api_key(&self) -> Result<Option<Secret>, String> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(key.clone()));
+        }
+        match std::env::var("MESHI_RUNTIME_API_KEY") {
+            Ok(value) => {
+                value.parse().map(Some).map_err(|e| format!("invalid value for MESHI_RUNTIME_API_KEY: {e}"))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
+///
+/// # Errors
+/// When the text is not such a size, or is zero.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let number: usize = digits.parse().map_err(|_| format!("`{s}` is not a size like 1MiB"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "kib" => 1 << 10,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" | "g" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    match number.checked_mul(multiplier) {
+        Some(0) => Err("must be greater than zero".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err("too large".into()),
+    }
+}
+
+fn parse_sqlite_url(s: &str) -> Result<PathBuf, String> {
+    let path = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).ok_or_else(|| {
+        "only sqlite:PATH URLs are supported (hearth stores everything in one SQLite file)".to_owned()
+    })?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err("needs a file path, e.g. sqlite:./data/hearth.db".into());
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let secret: Secret = "hk_verysecret".parse().unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert!(!format!("{:?}", Some(secret)).contains("verysecret"));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2000").unwrap(), 2000);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn database_urls_must_be_sqlite_files() {
+        assert_eq!(parse_sqlite_url("sqlite:./x.db").unwrap(), PathBuf::from("./x.db"));
+        assert_eq!(parse_sqlite_url("sqlite:///var/x.db").unwrap(), PathBuf::from("/var/x.db"));
+        assert!(parse_sqlite_url("postgres://localhost/x").is_err());
+        assert!(parse_sqlite_url("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        assert!(parse_bool("TRUE").unwrap());
+        assert!(!parse_bool("off").unwrap());
+        assert!(parse_bool("maybe").is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Embedded, numbered, append-only migrations tracked by `PRAGMA user_version`.
+//!
+//! Migration N (1-based) lives in `migrations/000N_….sql`; a database at `user_version = N` has
+//! applied the first N. Each migration and its version bump commit together, so a crash leaves
+//! the database at a whole version. Run only on the primary (or a standalone node).
+
+use rusqlite::Connection;
+
+use super::DbError;
+
+/// Every migration, in order. Append only: never edit or reorder a released entry.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_identity", include_str!("../../migrations/0001_identity.sql")),
+    ("0002_runs", include_str!("../../migrations/0002_runs.sql")),
+    ("0003_workers", include_str!("../../migrations/0003_workers.sql")),
+];
+
+/// The schema version this binary expects.
+#[must_use]
+pub fn latest_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// The schema version recorded in the database.
+///
+/// # Errors
+/// When the pragma cannot be read.
+pub fn schema_version(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+/// Where a database stands relative to this binary's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaState {
+    /// Every migration is applied.
+    Current,
+    /// `applied` of `latest` migrations are applied; the rest are pending.
+    Behind {
+        /// Migrations already applied.
+        applied: i64,
+        /// Migrations this binary has.
+        latest: i64,
+    },
+    /// The database was migrated by a newer hearth than this one.
+    Ahead {
+        /// The database's version.
+        found: i64,
+        /// The newest version this binary knows.
+        latest: i64,
+    },
+}
+
+/// Compares the database's version with this binary's.
+///
+/// # Errors
+/// When the version cannot be read.
+pub fn state(conn: &Connection) -> Result<SchemaState, DbError> {
+    let found = schema_version(conn)?;
+    let latest = latest_version();
+    Ok(match found.cmp(&latest) {
+        std::cmp::Ordering::Equal => SchemaState::Current,
+        std::cmp::Ordering::Less => SchemaState::Behind { applied: found, latest },
+        std::cmp::Ordering::Greater => SchemaState::Ahead { found, latest },
+    })
+}
+
+/// Applies the pending migrations up to `target` (all of them when `None`); returns the names
+/// of those applied. Idempotent: a current database is left untouched.
+///
+/// # Errors
+/// When a migration fails (its transaction is rolled back) or the database is newer than this
+/// binary.
+pub fn migrate_to(conn: &Connection, target: Option<i64>) -> Result<Vec<&'static str>, DbError> {
+    let target = target.unwrap_or_else(latest_version);
+    let mut applied = Vec::new();
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Read the version inside the write lock so two migrating processes cannot interleave.
+        let step = next_step(conn, target);
+        let outcome = step.and_then(|step| match step {
+            Some((version, name, sql)) => {
+                conn.execute_batch(sql)?;
+                conn.pragma_update(None, "user_version", version)?;
+                Ok(Some(name))
+            }
+            None => Ok(None),
+        });
+        match outcome {
+            Ok(Some(name)) => {
+                conn.execute_batch("COMMIT")?;
+                applied.push(name);
+            }
+            Ok(None) => {
+                conn.execute_batch("COMMIT")?;
+                return Ok(applied);
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+}
+
+type Step = (i64, &'static str, &'static str);
+
+fn next_step(conn: &Connection, target: i64) -> Result<Option<Step>, DbError> {
+    let version = schema_version(conn)?;
+    if version > latest_version() {
+        return Err(DbError::Open {
+            path: conn.path().unwrap_or_default().into(),
+            reason: format!(
+                "the database is at schema version {version}, newer than this hearth ({}); \
+                 upgrade hearth",
+                latest_version()
+            ),
+        });
+    }
+    if version >= target {
+        return Ok(None);
+    }
+    let index = usize::try_from(version).unwrap_or(usize::MAX);
+    Ok(MIGRATIONS.get(index).map(|(name, sql)| (version + 1, *name, *sql)))
+}
+
+/// The schema as SQLite reports it (every object's SQL, sorted): what "the same schema" means.
+///
+/// # Errors
+/// When `sqlite_master` cannot be read.
+pub fn schema_fingerprint(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT type || ' ' || name || ' ' || tbl_name || ' ' || coalesce(sql, '')
+         FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        conn
+    }
+
+    #[test]
+    fn migrating_twice_changes_nothing() {
+        let conn = memory();
+        assert_eq!(migrate_to(&conn, None).unwrap().len(), MIGRATIONS.len());
+        let before = schema_fingerprint(&conn).unwrap();
+        assert!(migrate_to(&conn, None).unwrap().is_empty());
+        assert_eq!(schema_fingerprint(&conn).unwrap(), before);
+        assert_eq!(state(&conn).unwrap(), SchemaState::Current);
+    }
+
+    #[test]
+    fn upgrading_from_every_older_version_equals_a_fresh_database() {
+        let fresh = memory();
+        migrate_to(&fresh, None).unwrap();
+        let expected = schema_fingerprint(&fresh).unwrap();
+        for start in 0..latest_version() {
+            let conn = memory();
+            migrate_to(&conn, Some(start)).unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), start);
+            assert_eq!(
+                state(&conn).unwrap(),
+                SchemaState::Behind { applied: start, latest: latest_version() }
+            );
+            migrate_to(&conn, None).unwrap();
+            assert_eq!(schema_fingerprint(&conn).unwrap(), expected, "upgrade from version {start}");
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_hearth_is_refused() {
+        let conn = memory();
+        conn.pragma_update(None, "user_version", latest_version() + 1).unwrap();
+        assert!(matches!(state(&conn).unwrap(), SchemaState::Ahead { .. }));
+        assert!(migrate_to(&conn, None).is_err());
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_previous_version() {
+        let conn = memory();
+        migrate_to(&conn, Some(1)).unwrap();
+        // Sabotage step 2 by occupying one of the names it creates.
+        conn.execute_batch("CREATE TABLE agent_sessions (x)").unwrap();
+        assert!(migrate_to(&conn, None).is_err());
+        assert_eq!(schema_version(&conn).unwrap(), 1);
+    }
+}

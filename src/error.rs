@@ -1,0 +1,164 @@
+//! The public error of every `/v1/*` answer, in OpenAI's shape, and its mapping from internals.
+//!
+//! `ApiError` variants name outcomes a client acts on differently. Internal failures become
+//! [`ApiError::Internal`] through `From`, which is the one place a 5xx cause is logged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::db::DbError;
+
+/// An error answered to an API client as `{"error":{"message","type","param","code"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or asks for something unsupported.
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong and what to do instead.
+        message: String,
+        /// The offending request field, if one.
+        param: Option<String>,
+    },
+    /// 401: no or bad credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: credentials are valid but not for this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such thing, or not the caller's (ids do not leak).
+    #[error("{message}")]
+    NotFound {
+        /// What was not found.
+        message: String,
+        /// OpenAI's code, e.g. `model_not_found`.
+        code: &'static str,
+    },
+    /// 409: conflicts with the current state (e.g. a busy session with `on_busy: reject`).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than `HEARTH_MAX_BODY`.
+    #[error("request body is larger than the limit of {limit} bytes (HEARTH_MAX_BODY)")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 429: over a rate limit; retry after this many seconds.
+    #[error("rate limit exceeded: {message}")]
+    RateLimited {
+        /// Which limit.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+    },
+    /// 502: the upstream model provider failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// 504: the upstream model provider did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// 503: this node cannot serve the request now (shutting down, not ready).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: an internal failure, already logged.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A 400 about `param`.
+    #[must_use]
+    pub fn invalid(param: Option<&str>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
+    }
+
+    /// A 404 with the generic `not_found` code.
+    #[must_use]
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound { message: message.into(), code: "not_found" }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type` and `code` for this error.
+    #[must_use]
+    pub fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
+            Self::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
+            Self::Forbidden(_) => ("permission_error", "forbidden"),
+            Self::NotFound { code, .. } => ("invalid_request_error", code),
+            Self::Conflict(_) => ("invalid_request_error", "conflict"),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::Upstream(_) => ("api_error", "upstream_error"),
+            Self::UpstreamTimeout(_) => ("api_error", "upstream_timeout"),
+            Self::Unavailable(_) => ("api_error", "unavailable"),
+            Self::Internal => ("server_error", "internal_error"),
+        }
+    }
+
+    /// The JSON body.
+    #[must_use]
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        let param = match self {
+            Self::InvalidRequest { param, .. } => param.clone(),
+            _ => None,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Self::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        tracing::error!(error = %error, "database failure while serving a request");
+        Self::Internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_openai_shape() {
+        let body = ApiError::invalid(Some("n"), "n must be 1").body();
+        assert_eq!(body["error"]["message"], "n must be 1");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "n");
+        let limited = ApiError::RateLimited { message: "key".into(), retry_after: 7 };
+        let response = limited.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}

@@ -1,0 +1,30 @@
+//! The HTTP API: health and metrics, and the OpenAI-dialect `/v1` routes.
+
+pub mod extract;
+pub mod health;
+pub mod models;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Every API route (not yet with state or layers).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(models::list_models))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::invalid(None, format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,66 @@
+//! The `hearth` binary: parse the command line, start logging, run, and map errors to exit codes.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use hearth::cli::{Cli, ConfigError};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return clap_error(&error),
+    };
+    if let Err(e) = hearth::telemetry::init(&cli.global.log, cli.global.log_format) {
+        let _ = writeln!(std::io::stderr(), "error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hearth::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = if error.is::<ConfigError>() { 2 } else { 1 };
+            tracing::error!(error = format!("{error:#}"), "hearth stopped with an error");
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Prints a clap error, adding the environment variable of the offending flag, so a bad
+/// value names the setting however it was given.
+fn clap_error(error: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue};
+    let mut text = error.render().to_string();
+    if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
+        let long = arg.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
+        if let Some(env) = find_env(&Cli::command(), long) {
+            text = format!(
+                "{}\n  (this setting is --{long} or the environment variable {env})\n",
+                text.trim_end()
+            );
+        }
+    }
+    if !error.use_stderr() {
+        // --help and --version: clap prints them to stdout.
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    ExitCode::from(2)
+}
+
+fn find_env(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|sub| find_env(sub, long)))
+}

@@ -1,0 +1,76 @@
+//! The router with its layer stack, and serving with graceful shutdown.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::app::AppState;
+use crate::http::extract::BodyLimit;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application as one router: routes, state and layers.
+pub fn build_router(state: AppState) -> Router {
+    let max_body = state.config().max_body;
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::Extension(BodyLimit(max_body)))
+        .layer(DefaultBodyLimit::max(max_body));
+    crate::http::router()
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(layers)
+        .with_state(state)
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let id =
+        request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        request.id = %id,
+        http.method = %request.method(),
+        http.path = %request.uri().path(),
+    )
+}
+
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish for up to `grace`.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(listener: TcpListener, state: AppState, grace: Duration) -> std::io::Result<()> {
+    let shutdown = state.shutdown().clone();
+    let router = build_router(state);
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown.cancelled() => {}
+    }
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "shutting down: no new connections; waiting for in-flight requests"
+    );
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(grace_s = grace.as_secs(), "grace period over: closing the remaining connections");
+            Ok(())
+        }
+    }
+}
