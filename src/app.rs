@@ -2,17 +2,23 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent::tools::{NoTools, TestTools, ToolExecutor};
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::limits::RateLimits;
 use crate::auth::secret;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::ids::OrgId;
+use crate::llm::Models;
+use crate::queue::Queue;
 use crate::replication::{Role, RoleSource};
+use crate::runner::Resolver;
 
 /// The application: configuration, storage and shared runtime handles.
 pub struct App {
@@ -34,6 +40,18 @@ pub struct App {
     tasks: TaskTracker,
     /// When the process started.
     started: Instant,
+    /// The run queue and its event hub.
+    queue: Queue,
+    /// The models requests may name.
+    models: Models,
+    /// Server-side tools.
+    tools: Arc<dyn ToolExecutor>,
+    /// The runner resolver.
+    resolver: Resolver,
+    /// User JWT verification, when a key is configured.
+    jwt: Option<JwtVerifier>,
+    /// Per-key and per-user rate limits.
+    limits: RateLimits,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -52,6 +70,10 @@ pub struct AppParts {
     pub default_org: OrgId,
     /// The static API key, if any.
     pub static_key: Option<crate::config::Secret>,
+    /// The runner resolver.
+    pub resolver: Resolver,
+    /// User JWT verification.
+    pub jwt: Option<JwtVerifier>,
 }
 
 impl App {
@@ -59,8 +81,16 @@ impl App {
     #[must_use]
     pub fn build(parts: AppParts) -> AppState {
         let role = RoleSource::new(parts.config.litefs_dir.as_deref());
+        let tools: Arc<dyn ToolExecutor> =
+            if parts.config.test_tools { Arc::new(TestTools) } else { Arc::new(NoTools) };
         AppState(Arc::new(Self {
             role,
+            queue: Queue::new(parts.db.clone(), Duration::from_secs(parts.config.lease_s)),
+            models: Models::default(),
+            tools,
+            resolver: parts.resolver,
+            jwt: parts.jwt,
+            limits: RateLimits::new(parts.config.key_rpm, parts.config.user_rpm),
             static_key_hash: parts.static_key.map(|k| secret::hash(k.expose())),
             config: parts.config,
             db: parts.db,
@@ -118,6 +148,42 @@ impl App {
     #[must_use]
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// The run queue.
+    #[must_use]
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The models requests may name.
+    #[must_use]
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// Server-side tools.
+    #[must_use]
+    pub fn tools(&self) -> Arc<dyn ToolExecutor> {
+        Arc::clone(&self.tools)
+    }
+
+    /// The runner resolver.
+    #[must_use]
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// User JWT verification, when configured.
+    #[must_use]
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// Rate limits.
+    #[must_use]
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     /// Seconds since start.

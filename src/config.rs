@@ -128,6 +128,81 @@ pub struct ServeConfig {
     #[arg(long, env = "HEARTH_LITEFS_DIR", value_name = "DIR")]
     pub litefs_dir: Option<PathBuf>,
 
+    /// Runner pools, comma-separated; the first is the default runner.
+    #[arg(long, env = "HEARTH_RUNNERS", value_name = "LIST", default_value = "ts,go", value_parser = parse_runners)]
+    pub runners: RunnerList,
+
+    /// Percentage ramp of organizations to a runner, e.g. `go=10` (stable per organization).
+    #[arg(long, env = "HEARTH_RUNNER_RAMP", value_name = "RUNNER=PERCENT[,…]")]
+    pub runner_ramp: Option<String>,
+
+    /// Runner flags and ramp: `on`, or `off` (the kill switch: everything goes to the default runner).
+    #[arg(long, env = "HEARTH_RUNNER_FLAGS", value_name = "on|off", default_value = "on", value_parser = parse_bool)]
+    pub runner_flags: bool,
+
+    /// Embedded workers for the default runner inside `serve`.
+    #[arg(long, env = "HEARTH_WORKERS", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+
+    /// Run no embedded workers (every run waits for an external worker).
+    #[arg(long, env = "HEARTH_NO_EMBEDDED_WORKERS", value_name = "BOOL", default_value = "false",
+          value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    pub no_embedded_workers: bool,
+
+    /// Seconds a claim is leased before a heartbeat must extend it.
+    #[arg(long, env = "HEARTH_LEASE_S", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(5..=86_400))]
+    pub lease_s: u64,
+
+    /// Seconds between worker heartbeats.
+    #[arg(long, env = "HEARTH_HEARTBEAT_S", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub heartbeat_s: u64,
+
+    /// Model calls an agent turn may make before it fails.
+    #[arg(long, env = "HEARTH_MAX_STEPS", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_steps: u32,
+
+    /// Longest a server-side tool call may take, in seconds.
+    #[arg(long, env = "HEARTH_TOOL_TIMEOUT_S", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub tool_timeout_s: u64,
+
+    /// Secret of HS256 user JWTs in `X-Runtime-User`.
+    #[arg(long, env = "HEARTH_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RS256, ES256 or EdDSA) of user JWTs: the PEM text, or a path to a file.
+    #[arg(long, env = "HEARTH_JWT_PUBLIC_KEY", value_name = "PEM|PATH")]
+    pub jwt_public_key: Option<String>,
+
+    /// Required `iss` of user JWTs.
+    #[arg(long, env = "HEARTH_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of user JWTs.
+    #[arg(long, env = "HEARTH_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// Require the `X-Runtime-User` JWT on the chat and runs APIs.
+    #[arg(long, env = "HEARTH_REQUIRE_USER", value_name = "BOOL", default_value = "false", value_parser = parse_bool)]
+    pub require_user: bool,
+
+    /// Requests per minute per API key (off when unset).
+    #[arg(long, env = "HEARTH_KEY_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_rpm: Option<u32>,
+
+    /// Requests per minute per user (off when unset).
+    #[arg(long, env = "HEARTH_USER_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_rpm: Option<u32>,
+
+    /// Offer the test-only `test__*` tools (echo, sleep, fail, loop) to every run. For tests and
+    /// demos only.
+    #[arg(long, env = "HEARTH_TEST_TOOLS", value_name = "BOOL", default_value = "false", value_parser = parse_bool)]
+    pub test_tools: bool,
+
     /// Read connections in the SQLite pool.
     #[arg(long, env = "HEARTH_DB_READERS", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -135,6 +210,22 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The resolver's rules, with the ramp validated against the runners.
+    ///
+    /// # Errors
+    /// A message naming HEARTH_RUNNER_RAMP when the ramp is invalid.
+    pub fn resolver_rules(&self) -> Result<crate::domain::resolver::ResolverRules, String> {
+        let runners = self.runners.0.clone();
+        let ramp = match &self.runner_ramp {
+            Some(text) if !text.trim().is_empty() => Some(
+                crate::domain::resolver::Ramp::parse(text, &runners)
+                    .map_err(|e| format!("invalid HEARTH_RUNNER_RAMP (--runner-ramp): {e}"))?,
+            ),
+            _ => None,
+        };
+        Ok(crate::domain::resolver::ResolverRules { runners, ramp, flags_enabled: self.runner_flags })
+    }
+
     /// The static API key: GATEWAY_API_KEY, else the legacy MESHI_RUNTIME_API_KEY.
     ///
     /// # Errors
@@ -150,6 +241,25 @@ impl ServeConfig {
             Err(_) => Ok(None),
         }
     }
+}
+
+/// Runner pool names, in order; the first is the default runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerList(pub Vec<String>);
+
+fn parse_runners(s: &str) -> Result<RunnerList, String> {
+    let names: Vec<String> =
+        s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+    if names.is_empty() {
+        return Err("name at least one runner, e.g. ts,go".into());
+    }
+    if let Some(bad) = names.iter().find(|n| {
+        n.len() > 32
+            || !n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    }) {
+        return Err(format!("`{bad}` is not a runner name (lowercase letters, digits, - and _)"));
+    }
+    Ok(RunnerList(names))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

@@ -1,17 +1,24 @@
 //! hearth: a single-binary agent runtime appliance (OpenAI-compatible chat API, durable runs,
 //! runner pools, one SQLite file). `main.rs` only parses the command line and calls in here.
 
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod llm;
 pub mod metrics;
 pub mod orgs;
+pub mod queue;
 pub mod replication;
+pub mod runner;
+pub mod runs;
 pub mod server;
 pub mod telemetry;
+pub mod worker;

@@ -22,3 +22,23 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
     };
     result.map_err(|e| e.to_string())
 }
+
+/// Writes one of the SPEC §6 event lines (dispatch, claimed, completed) as a JSON object on
+/// stderr, with nested objects kept as objects (the tracing formatter would quote them).
+/// Written when the `hearth::events` target is enabled at INFO.
+pub fn event_line(mut line: serde_json::Value) {
+    if !tracing::enabled!(target: "hearth::events", tracing::Level::INFO) {
+        return;
+    }
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    if let Some(object) = line.as_object_mut() {
+        object.insert("timestamp".into(), timestamp.into());
+        object.insert("level".into(), "INFO".into());
+        object.insert("target".into(), "hearth::events".into());
+    }
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+}

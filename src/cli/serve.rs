@@ -8,11 +8,13 @@ use anyhow::Context;
 
 use super::ConfigError;
 use crate::app::{App, AppParts, AppState};
+use crate::auth::jwt::JwtVerifier;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::db::migrate::{self, SchemaState};
 use crate::replication::RoleSource;
-use crate::{bootstrap, metrics, server};
+use crate::runner::Resolver;
+use crate::{bootstrap, metrics, server, worker};
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 ///
@@ -21,6 +23,8 @@ use crate::{bootstrap, metrics, server};
 pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let static_key = config.static_api_key().map_err(ConfigError)?;
+    let rules = config.resolver_rules().map_err(ConfigError)?;
+    let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let role = RoleSource::new(config.litefs_dir.as_deref()).current();
     let db = Db::open(db_path, config.db_readers)?;
@@ -38,7 +42,14 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
     let local = listener.local_addr()?;
     let grace = Duration::from_secs(config.shutdown_grace_s);
-    let state = App::build(AppParts { config, db: db.clone(), metrics, default_org, static_key });
+    let embedded = (role.is_writer() && !config.no_embedded_workers).then_some(usize::from(config.workers));
+    let default_runner = rules.default_runner().to_owned();
+    let resolver = Resolver::new(rules);
+    let state =
+        App::build(AppParts { config, db: db.clone(), metrics, default_org, static_key, resolver, jwt });
+    if let Some(count) = embedded {
+        worker::start_embedded(&state, &default_runner, count).await?;
+    }
     tracing::info!(
         addr = %local,
         db = %db_path.display(),

@@ -9,8 +9,14 @@
 
 pub mod admin_tokens;
 pub mod api_keys;
+pub mod messages;
 pub mod migrate;
 pub mod organizations;
+pub mod run_events;
+pub mod runs;
+pub mod sessions;
+pub mod users;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,9 +3,13 @@
 pub mod extract;
 pub mod health;
 pub mod models;
+pub mod openai;
+pub mod runs;
+pub mod sessions;
+pub mod streams;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -17,6 +21,12 @@ pub fn router() -> Router<AppState> {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/v1/models", get(models::list_models))
+        .route("/v1/runs", post(runs::create_run))
+        .route("/v1/runs/{id}", get(runs::get_run))
+        .route("/v1/runs/{id}/events", get(streams::run_events))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/v1/sessions", get(sessions::list_sessions))
+        .route("/v1/sessions/{id}", get(sessions::get_session))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

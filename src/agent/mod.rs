@@ -1,0 +1,286 @@
+//! The agent loop: model → tool calls → results → model … up to `max_steps`.
+//!
+//! Server-side tool calls run in parallel, each under a timeout; their results (errors
+//! included, marked as errors) go back to the model. Calls of tools the client sent end the
+//! turn and are handed back. Hitting `max_steps` fails the run with a clear error. The loop
+//! reports progress through [`Emit`] and stops where it is when cancelled.
+
+pub mod tools;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::event::EventType;
+use crate::domain::message::{Message, Role, ToolCall, ToolSpec};
+use crate::llm::{ChatModel, ModelError, ModelOptions, ModelOutput, ModelRequest, Usage};
+use tools::ToolExecutor;
+
+/// Where the loop reports its events (text deltas, tool progress, usage).
+pub trait Emit: Send + Sync {
+    /// Records one event.
+    fn emit(&self, kind: EventType, data: Value);
+}
+
+/// Everything one turn needs.
+pub struct Turn {
+    /// The model.
+    pub model: Arc<dyn ChatModel>,
+    /// The provider's model name.
+    pub model_name: String,
+    /// The conversation so far, this turn's input included.
+    pub messages: Vec<Message>,
+    /// Tools the client sent (handed back when called).
+    pub client_tools: Vec<ToolSpec>,
+    /// Server-side tools.
+    pub server_tools: Arc<dyn ToolExecutor>,
+    /// Names of the server-side tools this turn may use.
+    pub allowed_tools: Vec<String>,
+    /// Model calls allowed.
+    pub max_steps: u32,
+    /// Sampling options.
+    pub options: ModelOptions,
+    /// Longest a server-side tool call may take.
+    pub tool_timeout: Duration,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A final answer, or client tool calls handed back.
+    Completed {
+        /// Final text.
+        content: String,
+        /// Client tool calls, if the turn ends with them.
+        tool_calls: Vec<ToolCall>,
+        /// Messages this turn added to the conversation (after its input).
+        messages: Vec<Message>,
+        /// Usage of every model call.
+        usage: Usage,
+    },
+    /// An error ended the turn.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// A stable code (`max_steps_exceeded`, `upstream_error`, …).
+        code: &'static str,
+        /// Usage so far.
+        usage: Usage,
+    },
+    /// Cancelled on request.
+    Cancelled {
+        /// Usage so far.
+        usage: Usage,
+    },
+}
+
+/// Runs a turn to its end.
+pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -> Outcome {
+    let mut usage = Usage::default();
+    let mut conversation = turn.messages.clone();
+    let input_len = conversation.len();
+    let specs: Vec<ToolSpec> = turn
+        .server_tools
+        .specs()
+        .into_iter()
+        .filter(|s| turn.allowed_tools.contains(&s.name))
+        .chain(turn.client_tools.iter().cloned())
+        .collect();
+    for _step in 0..turn.max_steps {
+        let request = ModelRequest {
+            model: turn.model_name.clone(),
+            messages: conversation.clone(),
+            tools: specs.clone(),
+            options: turn.options.clone(),
+        };
+        let output = tokio::select! {
+            () = cancel.cancelled() => return Outcome::Cancelled { usage },
+            out = call_model(turn.model.as_ref(), &request, emit) => out,
+        };
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => return model_failure(&e, usage),
+        };
+        usage.add(output.usage);
+        emit.emit(EventType::Usage, json!(output.usage));
+        let (client, server): (Vec<ToolCall>, Vec<ToolCall>) = output
+            .tool_calls
+            .iter()
+            .cloned()
+            .partition(|c| turn.client_tools.iter().any(|t| t.name == c.name));
+        conversation.push(Message {
+            role: Role::Assistant,
+            content: (!output.content.is_empty()).then(|| output.content.clone()),
+            tool_calls: output.tool_calls.clone(),
+            tool_call_id: None,
+        });
+        if !server.is_empty() {
+            let results = tokio::select! {
+                () = cancel.cancelled() => return Outcome::Cancelled { usage },
+                r = run_tools(&turn, &server, emit) => r,
+            };
+            conversation.extend(results);
+        }
+        if server.is_empty() || !client.is_empty() {
+            return Outcome::Completed {
+                content: output.content,
+                tool_calls: client,
+                messages: conversation.split_off(input_len),
+                usage,
+            };
+        }
+    }
+    Outcome::Failed {
+        message: format!("the agent reached max_steps ({}) without a final answer", turn.max_steps),
+        code: "max_steps_exceeded",
+        usage,
+    }
+}
+
+async fn call_model(
+    model: &dyn ChatModel,
+    request: &ModelRequest,
+    emit: &dyn Emit,
+) -> Result<ModelOutput, ModelError> {
+    let deltas = |text: &str| {
+        if !text.is_empty() {
+            emit.emit(EventType::TextDelta, json!({"text": text}));
+        }
+    };
+    model.complete(request, &deltas).await
+}
+
+fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
+    let code = match error {
+        ModelError::Upstream(_) => "upstream_error",
+        ModelError::Timeout(_) => "upstream_timeout",
+    };
+    Outcome::Failed { message: error.to_string(), code, usage }
+}
+
+/// Runs server-side calls in parallel, each under the timeout; returns the tool messages.
+async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Message> {
+    let futures = calls.iter().map(|call| async move {
+        emit.emit(
+            EventType::ToolStarted,
+            json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
+        );
+        let result = if turn.allowed_tools.contains(&call.name) {
+            match serde_json::from_str::<Value>(&call.arguments) {
+                Ok(args) => tokio::time::timeout(turn.tool_timeout, turn.server_tools.call(&call.name, args))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {} s", turn.tool_timeout.as_secs()))),
+                Err(e) => Err(format!("arguments are not valid JSON: {e}")),
+            }
+        } else {
+            Err(format!("unknown tool `{}`", call.name))
+        };
+        let (text, is_error) = match result {
+            Ok(text) => (text, false),
+            Err(text) => (format!("error: {text}"), true),
+        };
+        emit.emit(
+            EventType::ToolFinished,
+            json!({"id": call.id, "name": call.name, "is_error": is_error, "result": text}),
+        );
+        Message { tool_call_id: Some(call.id.clone()), ..Message::text(Role::Tool, text) }
+    });
+    futures::future::join_all(futures).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::agent::tools::TestTools;
+    use crate::llm::echo::Echo;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(EventType, Value)>>);
+
+    impl Emit for Recorder {
+        fn emit(&self, kind: EventType, data: Value) {
+            self.0.lock().unwrap().push((kind, data));
+        }
+    }
+
+    fn turn(text: &str, client_tools: &[&str], max_steps: u32) -> Turn {
+        Turn {
+            model: Arc::new(Echo),
+            model_name: "echo".into(),
+            messages: vec![Message::text(Role::User, text)],
+            client_tools: client_tools
+                .iter()
+                .map(|n| ToolSpec { name: (*n).into(), description: String::new(), parameters: json!({}) })
+                .collect(),
+            server_tools: Arc::new(TestTools),
+            allowed_tools: TestTools.specs().into_iter().map(|s| s.name).collect(),
+            max_steps,
+            options: ModelOptions::default(),
+            tool_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_tools_run_and_their_result_is_answered() {
+        let rec = Recorder::default();
+        let out =
+            run_turn(turn(r#"call:test__echo {"text":"pong"}"#, &[], 8), &rec, &CancellationToken::new())
+                .await;
+        let Outcome::Completed { content, messages, .. } = out else { panic!("{out:?}") };
+        assert_eq!(content, "pong");
+        assert_eq!(messages.len(), 3); // assistant call, tool result, final answer
+        let kinds: Vec<EventType> = rec.0.lock().unwrap().iter().map(|(k, _)| *k).collect();
+        assert!(kinds.contains(&EventType::ToolStarted) && kinds.contains(&EventType::ToolFinished));
+    }
+
+    #[tokio::test]
+    async fn client_tools_are_handed_back() {
+        let out =
+            run_turn(turn("call:lookup {}", &["lookup"], 8), &Recorder::default(), &CancellationToken::new())
+                .await;
+        let Outcome::Completed { tool_calls, .. } = out else { panic!("{out:?}") };
+        assert_eq!(tool_calls[0].name, "lookup");
+    }
+
+    #[tokio::test]
+    async fn tool_errors_go_back_to_the_model() {
+        let out = run_turn(
+            turn(r#"call:test__fail {"message":"boom"}"#, &[], 8),
+            &Recorder::default(),
+            &CancellationToken::new(),
+        )
+        .await;
+        let Outcome::Completed { content, .. } = out else { panic!("{out:?}") };
+        assert_eq!(content, "error: boom");
+    }
+
+    #[tokio::test]
+    async fn max_steps_ends_with_a_clear_error() {
+        let out =
+            run_turn(turn("call:test__loop {}", &[], 3), &Recorder::default(), &CancellationToken::new())
+                .await;
+        let Outcome::Failed { code, message, .. } = out else { panic!("{out:?}") };
+        assert_eq!(code, "max_steps_exceeded");
+        assert!(message.contains("max_steps (3)"));
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_a_running_tool() {
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        let tracker = tokio_util::task::TaskTracker::new();
+        tracker.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stopper.cancel();
+        });
+        let started = std::time::Instant::now();
+        let out =
+            run_turn(turn(r#"call:test__sleep {"ms":5000}"#, &[], 8), &Recorder::default(), &cancel).await;
+        assert!(matches!(out, Outcome::Cancelled { .. }));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

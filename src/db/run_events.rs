@@ -1,0 +1,85 @@
+//! SQL for `run_events`: a run's durable, replayable event log, numbered from 1.
+
+use rusqlite::{Connection, params};
+
+use super::DbError;
+use crate::domain::event::{EventType, RunEvent};
+use crate::ids::RunId;
+
+/// Appends events; a seq already stored is left as it is (appends are idempotent on seq).
+///
+/// # Errors
+/// On a database failure.
+pub fn insert_events(conn: &Connection, run: &RunId, events: &[RunEvent]) -> Result<(), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO run_events (run_id, seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for e in events {
+        stmt.execute(params![run, e.seq, e.kind.as_str(), e.data.to_string(), e.created_at])?;
+    }
+    Ok(())
+}
+
+/// The events after `after_seq`, at most `limit`, in order.
+///
+/// # Errors
+/// On a database failure or a stored row that does not parse.
+pub fn list_events_after(
+    conn: &Connection,
+    run: &RunId,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<RunEvent>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, type, data, created_at FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![run, after_seq, limit], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, kind, data, created_at) = row?;
+        let kind: EventType = kind.parse().map_err(|e| DbError::Task(format!("stored event: {e}")))?;
+        out.push(RunEvent { seq, kind, data: serde_json::from_str(&data)?, created_at });
+    }
+    Ok(out)
+}
+
+/// The highest seq stored for the run (0 when none).
+///
+/// # Errors
+/// On a database failure.
+pub fn last_seq(conn: &Connection, run: &RunId) -> Result<i64, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ?1")?
+        .query_row([run], |r| r.get(0))?)
+}
+
+/// A read of a run's log: events after an offset, and where the log ends now.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    /// The events read.
+    pub events: Vec<RunEvent>,
+    /// The seq of the last stored event (0 when none).
+    pub tail: i64,
+    /// Whether the last stored event is terminal (the log is closed).
+    pub closed: bool,
+}
+
+/// Reads up to `limit` events after `after_seq`, with the log's tail, consistently.
+///
+/// # Errors
+/// On a database failure.
+pub fn read_slice(conn: &Connection, run: &RunId, after_seq: i64, limit: u32) -> Result<Slice, DbError> {
+    let tx = conn.unchecked_transaction()?;
+    let events = list_events_after(&tx, run, after_seq, limit)?;
+    let (tail, kind): (i64, Option<String>) = tx
+        .prepare_cached("SELECT seq, type FROM run_events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .or_else(
+            |e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok((0, None)) } else { Err(e) },
+        )?;
+    tx.finish()?;
+    let closed = kind.and_then(|k| k.parse::<EventType>().ok()).is_some_and(EventType::is_terminal);
+    Ok(Slice { events, tail, closed })
+}

@@ -1,0 +1,299 @@
+//! SQL for `runs`: insert, find, the atomic claim, fenced transitions.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::DbError;
+use crate::domain::run::RunStatus;
+use crate::ids::{OrgId, RunId, SessionId};
+
+/// A run row. JSON columns are kept as parsed values.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// `run_…`
+    pub id: RunId,
+    /// The session it belongs to.
+    pub session_id: SessionId,
+    /// Owner organization.
+    pub organization_id: OrgId,
+    /// Owner user, if any.
+    pub user_id: Option<String>,
+    /// Status.
+    pub status: RunStatus,
+    /// Stamped runner.
+    pub runner: String,
+    /// Stamped profile.
+    pub resolved_profile: serde_json::Value,
+    /// Worker holding it.
+    pub claimed_by: Option<String>,
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// Unix ms.
+    pub lease_expires_at: Option<i64>,
+    /// A cancel was asked for.
+    pub cancel_requested: bool,
+    /// The turn's input.
+    pub input: serde_json::Value,
+    /// `{"content", "tool_calls"}` once completed.
+    pub output: Option<serde_json::Value>,
+    /// Token usage.
+    pub usage: Option<serde_json::Value>,
+    /// `{"message", "code"}` once failed.
+    pub error: Option<serde_json::Value>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub claimed_at: Option<i64>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, session_id, organization_id, user_id, status, runner, resolved_profile, claimed_by, attempt,
+         lease_expires_at, cancel_requested, input, output, usage, error, created_at, claimed_at,
+         started_at, finished_at"
+    };
+}
+
+fn json(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let status: String = row.get(4)?;
+    Ok(RunRow {
+        id: row.get(0)?,
+        session_id: row.get(1)?,
+        organization_id: row.get(2)?,
+        user_id: row.get(3)?,
+        status: status.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        runner: row.get(5)?,
+        resolved_profile: json(row.get(6)?).unwrap_or_default(),
+        claimed_by: row.get(7)?,
+        attempt: row.get(8)?,
+        lease_expires_at: row.get(9)?,
+        cancel_requested: row.get::<_, i64>(10)? != 0,
+        input: json(row.get(11)?).unwrap_or_default(),
+        output: json(row.get(12)?),
+        usage: json(row.get(13)?),
+        error: json(row.get(14)?),
+        created_at: row.get(15)?,
+        claimed_at: row.get(16)?,
+        started_at: row.get(17)?,
+        finished_at: row.get(18)?,
+    })
+}
+
+/// Inserts a queued run.
+///
+/// # Errors
+/// On a database failure.
+pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (id, session_id, organization_id, user_id, status, runner, resolved_profile,
+                           attempt, input, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        run.id,
+        run.session_id,
+        run.organization_id,
+        run.user_id,
+        run.status.as_str(),
+        run.runner,
+        run.resolved_profile.to_string(),
+        run.attempt,
+        run.input.to_string(),
+        run.created_at
+    ])?;
+    Ok(())
+}
+
+/// The run with this id.
+///
+/// # Errors
+/// On a database failure.
+pub fn find_run(conn: &Connection, id: &RunId) -> Result<Option<RunRow>, DbError> {
+    let sql = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
+    Ok(conn.prepare_cached(sql)?.query_row([id], from_row).optional()?)
+}
+
+/// Whether the session has a run queued, claimed or running.
+///
+/// # Errors
+/// On a database failure.
+pub fn session_busy(conn: &Connection, session: &SessionId) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status IN ('queued', 'claimed', 'running'))",
+        )?
+        .query_row([session], |r| r.get(0))?)
+}
+
+/// Claims the oldest claimable run of `runner` for `worker`: queued, with no earlier queued run
+/// and no claimed or running run in its session (FIFO per session).
+///
+/// # Errors
+/// On a database failure.
+pub fn claim_next_run(
+    conn: &Connection,
+    runner: &str,
+    worker: &str,
+    lease_expires_at: i64,
+    now: i64,
+) -> Result<Option<RunRow>, DbError> {
+    let sql = concat!(
+        "UPDATE runs SET status = 'claimed', claimed_by = ?2, claimed_at = ?4, lease_expires_at = ?3,
+                         updated_at = ?4
+         WHERE id = (
+             SELECT r.id FROM runs r
+             WHERE r.status = 'queued' AND r.runner = ?1
+               AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
+                               AND p.status IN ('claimed', 'running'))
+               AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.session_id = r.session_id
+                               AND q.status = 'queued' AND q.rowid < r.rowid)
+             ORDER BY r.rowid LIMIT 1)
+         RETURNING ",
+        run_columns!()
+    );
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![runner, worker, lease_expires_at, now], from_row)
+        .optional()?)
+}
+
+/// Moves a claimed run to `running`, if `worker` still holds this `attempt`.
+///
+/// # Errors
+/// On a database failure.
+pub fn mark_running(
+    conn: &Connection,
+    id: &RunId,
+    worker: &str,
+    attempt: i64,
+    now: i64,
+) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?4), updated_at = ?4
+             WHERE id = ?1 AND claimed_by = ?2 AND attempt = ?3 AND status = 'claimed'",
+        )?
+        .execute(params![id, worker, attempt, now])?;
+    Ok(changed == 1)
+}
+
+/// What a terminal transition writes.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    /// `completed`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// Output, if any.
+    pub output: Option<&'a serde_json::Value>,
+    /// Usage, if any.
+    pub usage: Option<&'a serde_json::Value>,
+    /// Error, if any.
+    pub error: Option<&'a serde_json::Value>,
+    /// Unix ms.
+    pub at: i64,
+}
+
+/// Ends a run held by `worker` at `attempt` (fenced); returns whether it changed.
+///
+/// # Errors
+/// On a database failure.
+pub fn finish_held_run(
+    conn: &Connection,
+    id: &RunId,
+    worker: &str,
+    attempt: i64,
+    finish: &Finish<'_>,
+) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?4, output = ?5, usage = ?6, error = ?7, finished_at = ?8, updated_at = ?8,
+                             lease_expires_at = NULL
+             WHERE id = ?1 AND claimed_by = ?2 AND attempt = ?3 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![
+            id,
+            worker,
+            attempt,
+            finish.status.as_str(),
+            finish.output.map(ToString::to_string),
+            finish.usage.map(ToString::to_string),
+            finish.error.map(ToString::to_string),
+            finish.at
+        ])?;
+    Ok(changed == 1)
+}
+
+/// Cancels a run that is still queued; returns whether it was.
+///
+/// # Errors
+/// On a database failure.
+pub fn cancel_queued_run(conn: &Connection, id: &RunId, now: i64) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'cancelled', cancel_requested = 1, finished_at = ?2, updated_at = ?2,
+                             error = '{\"message\":\"cancelled before it started\",\"code\":\"cancelled\"}'
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![id, now])?;
+    Ok(changed == 1)
+}
+
+/// Records that a cancel was asked for a claimed or running run.
+///
+/// # Errors
+/// On a database failure.
+pub fn request_cancel(conn: &Connection, id: &RunId, now: i64) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET cancel_requested = 1, updated_at = ?2
+             WHERE id = ?1 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![id, now])?;
+    Ok(changed == 1)
+}
+
+/// Puts back in the queue every run `worker` holds (attempt + 1, same runner); returns them.
+///
+/// # Errors
+/// On a database failure.
+pub fn requeue_worker_runs(conn: &Connection, worker: &str, now: i64) -> Result<Vec<(RunId, i64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE runs SET status = 'queued', claimed_by = NULL, lease_expires_at = NULL, attempt = attempt + 1,
+                         updated_at = ?2
+         WHERE claimed_by = ?1 AND status IN ('claimed', 'running')
+         RETURNING id, attempt",
+    )?;
+    let rows = stmt.query_map(params![worker, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Runs of a session, oldest first.
+///
+/// # Errors
+/// On a database failure.
+pub fn list_runs_by_session(conn: &Connection, session: &SessionId) -> Result<Vec<RunRow>, DbError> {
+    let sql = concat!("SELECT ", run_columns!(), " FROM runs WHERE session_id = ?1 ORDER BY rowid");
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([session], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queued runs per runner: `(runner, count, oldest created_at)`.
+///
+/// # Errors
+/// On a database failure.
+pub fn queue_depths(conn: &Connection) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT runner, count(*), min(created_at) FROM runs WHERE status = 'queued' GROUP BY runner ORDER BY runner",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

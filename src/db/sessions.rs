@@ -1,0 +1,133 @@
+//! SQL for `agent_sessions`.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::DbError;
+use crate::ids::{OrgId, SessionId};
+
+/// A session row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    /// `ses_…`
+    pub id: SessionId,
+    /// Owner organization.
+    pub organization_id: OrgId,
+    /// Owner user (JWT `sub`), if the session was made with one.
+    pub user_id: Option<String>,
+    /// `idle` or `running`.
+    pub status: String,
+    /// Runner of the latest dispatch.
+    pub runner: Option<String>,
+    /// Resolved profile of the latest dispatch.
+    pub resolved_profile: serde_json::Value,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+macro_rules! select_session {
+    ($($tail:literal),*) => {
+        concat!("SELECT id, organization_id, user_id, status, runner, resolved_profile, created_at, updated_at
+                 FROM agent_sessions ", $($tail),*)
+    };
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    let profile: String = row.get(5)?;
+    Ok(SessionRow {
+        id: row.get(0)?,
+        organization_id: row.get(1)?,
+        user_id: row.get(2)?,
+        status: row.get(3)?,
+        runner: row.get(4)?,
+        resolved_profile: serde_json::from_str(&profile).unwrap_or(serde_json::Value::Null),
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
+
+/// Inserts a session.
+///
+/// # Errors
+/// On a database failure.
+pub fn insert_session(conn: &Connection, s: &SessionRow) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO agent_sessions (id, organization_id, user_id, status, runner, resolved_profile,
+                                     created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        s.id,
+        s.organization_id,
+        s.user_id,
+        s.status,
+        s.runner,
+        s.resolved_profile.to_string(),
+        s.created_at,
+        s.updated_at
+    ])?;
+    Ok(())
+}
+
+/// The session with this id.
+///
+/// # Errors
+/// On a database failure.
+pub fn find_session(conn: &Connection, id: &SessionId) -> Result<Option<SessionRow>, DbError> {
+    Ok(conn.prepare_cached(select_session!("WHERE id = ?1"))?.query_row([id], from_row).optional()?)
+}
+
+/// Stamps a dispatch on the session: status, runner and resolved profile.
+///
+/// # Errors
+/// On a database failure.
+pub fn stamp_session(
+    conn: &Connection,
+    id: &SessionId,
+    runner: &str,
+    profile: &serde_json::Value,
+    at: i64,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE agent_sessions SET status = 'running', runner = ?2, resolved_profile = ?3, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![id, runner, profile.to_string(), at])?;
+    Ok(())
+}
+
+/// Sets the session `idle` when none of its runs is still in flight.
+///
+/// # Errors
+/// On a database failure.
+pub fn settle_session(conn: &Connection, id: &SessionId, at: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE agent_sessions SET status = 'idle', updated_at = ?2
+         WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1
+                                       AND status IN ('queued', 'claimed', 'running'))",
+    )?
+    .execute(params![id, at])?;
+    Ok(())
+}
+
+/// Sessions of an organization (and user, when given), most recently updated first, before the
+/// cursor `before` (an `updated_at`, exclusive) when given.
+///
+/// # Errors
+/// On a database failure.
+pub fn list_sessions(
+    conn: &Connection,
+    org: &OrgId,
+    user: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<SessionRow>, DbError> {
+    let mut stmt = conn.prepare_cached(select_session!(
+        "WHERE organization_id = ?1 AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR updated_at < ?3)
+         ORDER BY updated_at DESC, id DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(params![org, user, before, limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,56 @@
+//! SQL for `workers`: the registry of embedded and external workers.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+use crate::ids::WorkerId;
+
+/// A worker as it registers.
+#[derive(Debug, Clone)]
+pub struct NewWorker<'a> {
+    /// Unique name; re-registering under it replaces the old entry.
+    pub name: &'a str,
+    /// The runner pool it serves.
+    pub runtime: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// Host it runs on.
+    pub hostname: &'a str,
+    /// Runs it executes at once.
+    pub capacity: i64,
+    /// Runs inside `hearth serve`.
+    pub embedded: bool,
+}
+
+/// Registers a worker under its name, keeping the id of an earlier registration of that name.
+///
+/// # Errors
+/// On a database failure.
+pub fn upsert_worker(conn: &Connection, w: &NewWorker<'_>, now: i64) -> Result<WorkerId, DbError> {
+    let existing: Option<WorkerId> = conn
+        .prepare_cached("SELECT id FROM workers WHERE name = ?1")?
+        .query_row([w.name], |r| r.get(0))
+        .optional()?;
+    let id = existing.unwrap_or_default();
+    conn.prepare_cached(
+        "INSERT INTO workers (id, name, runtime, version, hostname, capacity, status, embedded,
+                              registered_at, last_heartbeat_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?8)
+         ON CONFLICT (id) DO UPDATE SET runtime = excluded.runtime, version = excluded.version,
+             hostname = excluded.hostname, capacity = excluded.capacity, status = 'active',
+             embedded = excluded.embedded, registered_at = excluded.registered_at,
+             last_heartbeat_at = excluded.last_heartbeat_at",
+    )?
+    .execute(params![id, w.name, w.runtime, w.version, w.hostname, w.capacity, w.embedded, now])?;
+    Ok(id)
+}
+
+/// Refreshes a worker's heartbeat.
+///
+/// # Errors
+/// On a database failure.
+pub fn touch_worker(conn: &Connection, id: &WorkerId, now: i64) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Run events: the writer that coalesces and persists them, and the in-memory hub that wakes
+//! live readers once they are committed.
+//!
+//! Live readers never get an event that is not yet durable: the hub only carries "the log of run
+//! R now ends at seq N", published after the commit; readers then read the log from SQLite. So a
+//! stream read live and a stream replayed after a restart are the same bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::Emit;
+use crate::db::{Db, now_ms, run_events};
+use crate::domain::event::{EventType, RunEvent};
+use crate::ids::RunId;
+
+/// Where committed-seq notifications are published, per run.
+#[derive(Default)]
+pub struct EventHub {
+    runs: Mutex<HashMap<RunId, watch::Sender<i64>>>,
+}
+
+/// A live reader's subscription to a run; unsubscribes on drop.
+pub struct Subscription {
+    hub: Arc<EventHub>,
+    run: RunId,
+    /// Receives the last committed seq.
+    pub receiver: watch::Receiver<i64>,
+}
+
+impl EventHub {
+    /// Subscribes to a run's committed seq.
+    pub fn subscribe(self: &Arc<Self>, run: &RunId) -> Subscription {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = runs.entry(run.clone()).or_insert_with(|| watch::channel(0).0);
+        Subscription { hub: Arc::clone(self), run: run.clone(), receiver: sender.subscribe() }
+    }
+
+    /// Announces that the run's log now ends at `seq` (committed).
+    pub fn publish(&self, run: &RunId, seq: i64) {
+        let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = runs.get(run) {
+            sender.send_replace(seq);
+        }
+    }
+
+    /// How many runs have live readers (for metrics and tests).
+    #[must_use]
+    pub fn watched_runs(&self) -> usize {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut runs = self.hub.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        // This subscription's receiver is still alive here, so one receiver left means it was the last.
+        if runs.get(&self.run).is_some_and(|s| s.receiver_count() <= 1) {
+            runs.remove(&self.run);
+        }
+    }
+}
+
+/// Writes a run's events while it executes: coalesces text deltas, batches writes through the
+/// single writer, publishes each committed batch. No delay is added: while one batch commits,
+/// the next accumulates.
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<(EventType, Value)>,
+    flusher: tokio::task::JoinHandle<i64>,
+}
+
+impl EventSink {
+    /// Starts a sink for `run` whose next event gets `next_seq`.
+    #[must_use]
+    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Ends when the sink's sender is dropped in `finish`, so shutdown never waits on it alone.
+        #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
+        let flusher = tokio::spawn(flush_loop(db, hub, run, next_seq, rx));
+        Self { tx, flusher }
+    }
+
+    /// Flushes what is pending and returns the seq the next event would get.
+    pub async fn finish(self, fallback_next_seq: i64) -> i64 {
+        drop(self.tx);
+        self.flusher.await.unwrap_or(fallback_next_seq)
+    }
+}
+
+impl Emit for EventSink {
+    fn emit(&self, kind: EventType, data: Value) {
+        // The receiver lives until `finish`; a send can only fail after it, when nothing is left to record.
+        let _ = self.tx.send((kind, data));
+    }
+}
+
+async fn flush_loop(
+    db: Db,
+    hub: Arc<EventHub>,
+    run: RunId,
+    mut next_seq: i64,
+    mut rx: mpsc::UnboundedReceiver<(EventType, Value)>,
+) -> i64 {
+    while let Some(first) = rx.recv().await {
+        let mut pending = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            pending.push(more);
+        }
+        let now = now_ms();
+        let events: Vec<RunEvent> = coalesce(pending)
+            .into_iter()
+            .zip(next_seq..)
+            .map(|((kind, data), seq)| RunEvent { seq, kind, data, created_at: now })
+            .collect();
+        let last = next_seq + i64::try_from(events.len()).unwrap_or(0) - 1;
+        let id = run.clone();
+        match db.write(move |conn| run_events::insert_events(conn, &id, &events)).await {
+            Ok(()) => {
+                next_seq = last + 1;
+                hub.publish(&run, last);
+            }
+            Err(e) => tracing::error!(error = %e, run.id = %run, "could not store run events"),
+        }
+    }
+    next_seq
+}
+
+/// Merges consecutive text deltas into one event.
+fn coalesce(events: Vec<(EventType, Value)>) -> Vec<(EventType, Value)> {
+    let mut out: Vec<(EventType, Value)> = Vec::with_capacity(events.len());
+    for (kind, data) in events {
+        if kind == EventType::TextDelta
+            && let Some((EventType::TextDelta, previous)) = out.last_mut()
+            && let (Some(Value::String(text)), Some(more)) =
+                (previous.get_mut("text"), data.get("text").and_then(Value::as_str))
+        {
+            text.push_str(more);
+            continue;
+        }
+        out.push((kind, data));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn consecutive_deltas_merge_and_others_keep_order() {
+        let merged = coalesce(vec![
+            (EventType::TextDelta, json!({"text": "a"})),
+            (EventType::TextDelta, json!({"text": "b"})),
+            (EventType::Usage, json!({})),
+            (EventType::TextDelta, json!({"text": "c"})),
+        ]);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0].1, json!({"text": "ab"}));
+        assert_eq!(merged[1].0, EventType::Usage);
+    }
+
+    #[test]
+    fn the_last_subscription_removes_the_entry() {
+        let hub = Arc::new(EventHub::default());
+        let run = RunId::new();
+        let a = hub.subscribe(&run);
+        let b = hub.subscribe(&run);
+        hub.publish(&run, 3);
+        assert_eq!(*a.receiver.borrow(), 3);
+        drop(a);
+        assert_eq!(hub.watched_runs(), 1);
+        drop(b);
+        assert_eq!(hub.watched_runs(), 0);
+    }
+}

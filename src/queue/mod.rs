@@ -1,0 +1,399 @@
+//! The run queue in SQLite, and its semantics.
+//!
+//! - **Dispatch** stores the queued run, its `run.queued` event and the session's stamped profile
+//!   in one transaction, then wakes one claimer of the run's runner.
+//! - **Claim** is one `UPDATE … RETURNING` through the single writer: the oldest queued run of the
+//!   runner whose session has no earlier queued run and nothing claimed or running (FIFO per
+//!   session). A claimed run is invisible to every other claimer. It carries a lease
+//!   (HEARTH_LEASE_S) that the holder's heartbeats extend.
+//! - **Delivery** is at least once: a worker that comes back under the same name gives back what
+//!   it held (re-queued with attempt + 1, same runner). Every transition of a held run is fenced
+//!   on `(claimed_by, attempt)`, so a stale holder cannot complete a run that moved on.
+//! - **Completion** is terminal and idempotent: the terminal event, the run's outcome, the turn's
+//!   messages and the session's status commit together, exactly once.
+//! - Claimers arm their wake-up *before* querying, then wait for it: new work wakes them at
+//!   once, never after a polling sleep.
+
+pub mod events;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions};
+use crate::domain::event::{EventType, RunEvent};
+use crate::domain::message::Message;
+use crate::domain::run::RunStatus;
+use crate::ids::{OrgId, RunId, SessionId};
+use events::EventHub;
+
+pub use crate::db::runs::RunRow;
+
+/// What to do when a new turn arrives for a session with a run in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBusy {
+    /// Queue it behind the current one (FIFO per session).
+    #[default]
+    Enqueue,
+    /// Refuse with 409.
+    Reject,
+}
+
+/// A run to dispatch.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Owner organization.
+    pub org: OrgId,
+    /// Owner user, if any.
+    pub user: Option<String>,
+    /// Continue this session, or start a new one.
+    pub session: Option<SessionId>,
+    /// Double-texting policy.
+    pub on_busy: OnBusy,
+    /// The stamped runner.
+    pub runner: String,
+    /// The stamped profile.
+    pub profile: Value,
+    /// The turn's input.
+    pub input: Value,
+}
+
+/// Why a dispatch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The session does not exist or is not the caller's.
+    #[error("no session `{0}`")]
+    NoSession(String),
+    /// The session has a run in flight and `on_busy` is `reject`.
+    #[error("session `{0}` has a run in flight (on_busy: reject)")]
+    Busy(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A claimed run with what its executor needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The run, as claimed.
+    pub run: RunRow,
+    /// The session's conversation before this turn.
+    pub history: Vec<Message>,
+    /// The seq its next event gets.
+    pub next_seq: i64,
+}
+
+/// How a held run ends.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// `completed`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// `{"content", "tool_calls"}`.
+    pub output: Option<Value>,
+    /// Usage.
+    pub usage: Option<Value>,
+    /// `{"message", "code"}`.
+    pub error: Option<Value>,
+    /// Messages the turn adds to the session (input included), on success.
+    pub messages: Vec<Message>,
+}
+
+/// The queue service.
+pub struct Queue {
+    db: Db,
+    hub: Arc<EventHub>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    cancels: Mutex<HashMap<RunId, CancellationToken>>,
+    lease: Duration,
+}
+
+impl Queue {
+    /// A queue over `db` with leases of `lease`.
+    #[must_use]
+    pub fn new(db: Db, lease: Duration) -> Self {
+        Self {
+            db,
+            hub: Arc::new(EventHub::default()),
+            wakers: Mutex::default(),
+            cancels: Mutex::default(),
+            lease,
+        }
+    }
+
+    /// The event hub.
+    #[must_use]
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    /// The wake-up of `runner`'s claimers.
+    pub fn waker(&self, runner: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(wakers.entry(runner.to_owned()).or_default())
+    }
+
+    fn wake_all(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for waker in wakers.values() {
+            waker.notify_one();
+        }
+    }
+
+    /// Stores a queued run (and its session) and wakes a claimer.
+    ///
+    /// # Errors
+    /// Unknown or foreign session, busy session with `reject`, or storage failure.
+    pub async fn dispatch(&self, new: NewRun) -> Result<RunRow, DispatchError> {
+        let runner = new.runner.clone();
+        let run = self.db.write(move |conn| insert_dispatch(conn, new)).await??;
+        self.waker(&runner).notify_one();
+        crate::telemetry::event_line(json!({
+            "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
+            "resolvedProfile": run.resolved_profile,
+        }));
+        Ok(run)
+    }
+
+    /// Claims the next run of `runner` for `worker`, if any.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn claim(&self, runner: &str, worker: &str) -> Result<Option<Claimed>, DbError> {
+        let (runner, worker) = (runner.to_owned(), worker.to_owned());
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let claimed = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                let Some(run) = runs::claim_next_run(conn, &runner, &worker, now + lease_ms, now)? else {
+                    return Ok(None);
+                };
+                let history = messages::list_messages(conn, &run.session_id)?;
+                let next_seq = run_events::last_seq(conn, &run.id)? + 1;
+                Ok(Some(Claimed { run, history, next_seq }))
+            })
+            .await?;
+        if let Some(c) = &claimed {
+            crate::telemetry::event_line(json!({
+                "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
+                "workerId": c.run.claimed_by, "runner": c.run.runner, "attempt": c.run.attempt,
+            }));
+        }
+        Ok(claimed)
+    }
+
+    /// Marks a claimed run running and records `run.started`; false when the claim was lost.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn start(&self, claimed: &Claimed, worker: &str) -> Result<bool, DbError> {
+        let (id, attempt, seq, worker) =
+            (claimed.run.id.clone(), claimed.run.attempt, claimed.next_seq, worker.to_owned());
+        let event = RunEvent {
+            seq,
+            kind: EventType::Started,
+            data: json!({"worker_id": worker, "attempt": attempt}),
+            created_at: now_ms(),
+        };
+        let run = id.clone();
+        let started = self
+            .db
+            .write(move |conn| {
+                let ok = runs::mark_running(conn, &run, &worker, attempt, event.created_at)?;
+                if ok {
+                    run_events::insert_events(conn, &run, &[event])?;
+                }
+                Ok(ok)
+            })
+            .await?;
+        if started {
+            self.hub.publish(&id, seq);
+        }
+        Ok(started)
+    }
+
+    /// Ends a held run (fenced on worker and attempt) with its terminal event at `seq`.
+    /// Returns false when the run had moved on (a stale holder).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn finish(
+        &self,
+        run: &RunRow,
+        worker: &str,
+        seq: i64,
+        done: Completion,
+    ) -> Result<bool, DbError> {
+        let (id, session, attempt, worker) =
+            (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
+        let kind = EventType::terminal_for(done.status).unwrap_or(EventType::Failed);
+        let data = terminal_data(&done);
+        let finished = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                let finish = runs::Finish {
+                    status: done.status,
+                    output: done.output.as_ref(),
+                    usage: done.usage.as_ref(),
+                    error: done.error.as_ref(),
+                    at: now,
+                };
+                if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
+                    return Ok(false);
+                }
+                run_events::insert_events(conn, &id, &[RunEvent { seq, kind, data, created_at: now }])?;
+                if done.status == RunStatus::Completed {
+                    messages::append_messages(conn, &session, &id, &done.messages, now)?;
+                }
+                sessions::settle_session(conn, &session, now)?;
+                Ok(true)
+            })
+            .await?;
+        if finished {
+            self.after_terminal(run, seq, kind);
+        }
+        Ok(finished)
+    }
+
+    fn after_terminal(&self, run: &RunRow, seq: i64, kind: EventType) {
+        self.hub.publish(&run.id, seq);
+        // The session's next queued run (any runner) may be claimable now.
+        self.wake_all();
+        crate::telemetry::event_line(json!({
+            "event": "completed", "sessionId": run.session_id, "runId": run.id,
+            "runner": run.runner, "status": kind.as_str().trim_start_matches("run."),
+            "attempt": run.attempt,
+        }));
+    }
+
+    /// Asks a run to stop: a queued run is cancelled at once; a held one is signalled (the
+    /// holder ends it as `cancelled`). Returns the run after the request.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn cancel(&self, run: &RunRow) -> Result<(), DbError> {
+        let id = run.id.clone();
+        let cancelled_queued = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                if runs::cancel_queued_run(conn, &id, now)? {
+                    let seq = run_events::last_seq(conn, &id)? + 1;
+                    let event = RunEvent {
+                        seq,
+                        kind: EventType::Cancelled,
+                        data: json!({"reason": "cancelled before it started"}),
+                        created_at: now,
+                    };
+                    run_events::insert_events(conn, &id, &[event])?;
+                    if let Some(r) = runs::find_run(conn, &id)? {
+                        sessions::settle_session(conn, &r.session_id, now)?;
+                    }
+                    return Ok(Some(seq));
+                }
+                runs::request_cancel(conn, &id, now)?;
+                Ok(None)
+            })
+            .await?;
+        match cancelled_queued {
+            Some(seq) => self.after_terminal(run, seq, EventType::Cancelled),
+            None => {
+                let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(token) = cancels.get(&run.id) {
+                    token.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a run executing in this process; a cancel request cancels the token.
+    pub fn track_cancel(&self, run: &RunId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.cancels.lock().unwrap_or_else(PoisonError::into_inner).insert(run.clone(), token.clone());
+        token
+    }
+
+    /// Forgets a run that stopped executing here.
+    pub fn untrack_cancel(&self, run: &RunId) {
+        self.cancels.lock().unwrap_or_else(PoisonError::into_inner).remove(run);
+    }
+}
+
+fn terminal_data(done: &Completion) -> Value {
+    match done.status {
+        RunStatus::Completed => json!({"output": done.output, "usage": done.usage}),
+        _ => json!({"error": done.error, "usage": done.usage}),
+    }
+}
+
+fn insert_dispatch(
+    conn: &rusqlite::Connection,
+    new: NewRun,
+) -> Result<Result<RunRow, DispatchError>, DbError> {
+    let now = now_ms();
+    let session_id = match &new.session {
+        Some(id) => {
+            let owned = sessions::find_session(conn, id)?
+                .filter(|s| s.organization_id == new.org && s.user_id == new.user);
+            if owned.is_none() {
+                return Ok(Err(DispatchError::NoSession(id.to_string())));
+            }
+            if new.on_busy == OnBusy::Reject && runs::session_busy(conn, id)? {
+                return Ok(Err(DispatchError::Busy(id.to_string())));
+            }
+            id.clone()
+        }
+        None => {
+            let session = sessions::SessionRow {
+                id: SessionId::new(),
+                organization_id: new.org.clone(),
+                user_id: new.user.clone(),
+                status: "running".into(),
+                runner: Some(new.runner.clone()),
+                resolved_profile: new.profile.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            sessions::insert_session(conn, &session)?;
+            session.id
+        }
+    };
+    sessions::stamp_session(conn, &session_id, &new.runner, &new.profile, now)?;
+    let run = RunRow {
+        id: RunId::new(),
+        session_id,
+        organization_id: new.org,
+        user_id: new.user,
+        status: RunStatus::Queued,
+        runner: new.runner,
+        resolved_profile: new.profile,
+        claimed_by: None,
+        attempt: 1,
+        lease_expires_at: None,
+        cancel_requested: false,
+        input: new.input,
+        output: None,
+        usage: None,
+        error: None,
+        created_at: now,
+        claimed_at: None,
+        started_at: None,
+        finished_at: None,
+    };
+    runs::insert_run(conn, &run)?;
+    let queued = RunEvent {
+        seq: 1,
+        kind: EventType::Queued,
+        data: json!({"runner": run.runner, "session_id": run.session_id}),
+        created_at: now,
+    };
+    run_events::insert_events(conn, &run.id, &[queued])?;
+    Ok(Ok(run))
+}

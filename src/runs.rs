@@ -1,0 +1,76 @@
+//! Starting runs: validate the model, resolve the runner, stamp the profile, dispatch.
+//! The runs API and the chat API both start turns here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::domain::message::{Message, ToolSpec};
+use crate::domain::profile::{AuthMode, ResolvedProfile};
+use crate::error::ApiError;
+use crate::ids::SessionId;
+use crate::llm::ModelOptions;
+use crate::queue::{DispatchError, NewRun, OnBusy, RunRow};
+
+/// A turn's input as stored on the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInput {
+    /// The requested model.
+    pub model: String,
+    /// This turn's messages (appended to the session's conversation).
+    pub messages: Vec<Message>,
+    /// Client tools.
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+    /// Sampling options.
+    #[serde(default)]
+    pub options: ModelOptions,
+    /// Caller metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// OpenAI `user` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Starts a run for the caller; returns it queued.
+///
+/// # Errors
+/// 404 for an unknown model or session, 409 for a busy session with `on_busy: reject`.
+pub async fn start_run(
+    state: &AppState,
+    principal: &Principal,
+    input: RunInput,
+    session: Option<SessionId>,
+    on_busy: OnBusy,
+) -> Result<RunRow, ApiError> {
+    let model = state.models().resolve(&input.model).ok_or_else(|| ApiError::NotFound {
+        message: format!("model `{}` not found; GET /v1/models lists the models you may use", input.model),
+        code: "model_not_found",
+    })?;
+    let decision = state.resolver().resolve(state.db(), &principal.org).await;
+    let profile = ResolvedProfile {
+        runner: decision.runner.clone(),
+        model: input.model.clone(),
+        provider: model.provider,
+        tools: state.tools().specs().into_iter().map(|s| s.name).collect(),
+        max_steps: state.config().max_steps,
+        auth_mode: if principal.user.is_some() { AuthMode::UserJwt } else { AuthMode::ApiKey },
+        runner_reason: decision.reason,
+    };
+    let new = NewRun {
+        org: principal.org.clone(),
+        user: principal.user.clone(),
+        session,
+        on_busy,
+        runner: decision.runner,
+        profile: serde_json::to_value(&profile).map_err(|_| ApiError::Internal)?,
+        input: serde_json::to_value(&input).map_err(|_| ApiError::Internal)?,
+    };
+    state.queue().dispatch(new).await.map_err(|e| match e {
+        DispatchError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
+        DispatchError::Busy(_) => ApiError::Conflict(e.to_string()),
+        DispatchError::Db(e) => e.into(),
+    })
+}

@@ -1,0 +1,202 @@
+//! Workers: the embedded pool inside `hearth serve`, and the execution of one claimed run.
+//!
+//! Embedded workers use the same queue semantics as external ones: they register under stable
+//! names (`HOST/embedded-N`, so a restart gives back what a crashed process held), claim with a
+//! lease, heartbeat, and complete fenced on their attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::agent::{self, Outcome, Turn};
+use crate::app::AppState;
+use crate::db::{now_ms, runs, workers};
+use crate::domain::profile::ResolvedProfile;
+use crate::domain::run::RunStatus;
+use crate::queue::events::EventSink;
+use crate::queue::{Claimed, Completion};
+use crate::runs::RunInput;
+
+/// Safety net: a claimer re-checks the queue this often even without a wake-up (covers work
+/// dispatched by another process on the same database).
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Starts `count` embedded workers for `runner`, after giving back what earlier incarnations
+/// of them held.
+///
+/// # Errors
+/// On a storage failure while registering.
+pub async fn start_embedded(state: &AppState, runner: &str, count: usize) -> Result<(), crate::db::DbError> {
+    let host = hostname();
+    for index in 0..count {
+        let name = format!("{host}/embedded-{index}");
+        let (runner_name, worker_name, hostname) = (runner.to_owned(), name.clone(), host.clone());
+        let (worker_id, given_back) = state
+            .db()
+            .write(move |conn| {
+                let now = now_ms();
+                let new = workers::NewWorker {
+                    name: &worker_name,
+                    runtime: &runner_name,
+                    version: env!("CARGO_PKG_VERSION"),
+                    hostname: &hostname,
+                    capacity: 1,
+                    embedded: true,
+                };
+                let id = workers::upsert_worker(conn, &new, now)?;
+                let given_back = runs::requeue_worker_runs(conn, id.as_str(), now)?;
+                Ok((id, given_back))
+            })
+            .await?;
+        for (run, attempt) in &given_back {
+            tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
+        }
+        let (state, runner) = (state.clone(), runner.to_owned());
+        let tasks = state.tasks().clone();
+        tasks.spawn(async move { claim_loop(state, runner, worker_id.to_string()).await });
+    }
+    state.queue().waker(runner).notify_one();
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+async fn claim_loop(state: AppState, runner: String, worker: String) {
+    let waker = state.queue().waker(&runner);
+    let shutdown = state.shutdown().clone();
+    while !shutdown.is_cancelled() {
+        // Arm the wake-up before looking, so work dispatched in between is not missed.
+        let notified = waker.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match state.queue().claim(&runner, &worker).await {
+            Ok(Some(claimed)) => execute(&state, claimed, &worker).await,
+            Ok(None) => tokio::select! {
+                () = &mut notified => {}
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(IDLE_RECHECK) => {}
+            },
+            Err(e) => {
+                tracing::error!(error = %e, worker, "claim failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Executes a claimed run to its end and records the outcome.
+pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
+    let run = claimed.run.clone();
+    let queue = state.queue();
+    let cancel = queue.track_cancel(&run.id);
+    if run.cancel_requested {
+        cancel.cancel();
+    }
+    match queue.start(&claimed, worker).await {
+        Ok(true) => {}
+        Ok(false) => {
+            queue.untrack_cancel(&run.id);
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, run.id = %run.id, "could not start the run");
+            queue.untrack_cancel(&run.id);
+            return;
+        }
+    }
+    let started_seq = claimed.next_seq + 1;
+    let (completion, next_seq) = match build_turn(state, &claimed) {
+        Ok((turn, input_messages)) => {
+            let sink =
+                EventSink::start(state.db().clone(), Arc::clone(queue.hub()), run.id.clone(), started_seq);
+            let outcome = agent::run_turn(turn, &sink, &cancel).await;
+            let next = sink.finish(started_seq).await;
+            (completion_of(outcome, input_messages), next)
+        }
+        Err(message) => (failure(&message, "invalid_run"), started_seq),
+    };
+    queue.untrack_cancel(&run.id);
+    match queue.finish(&run, worker, next_seq, completion).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(run.id = %run.id, worker, "the run moved on before this worker finished it")
+        }
+        Err(e) => tracing::error!(error = %e, run.id = %run.id, "could not record the run's outcome"),
+    }
+}
+
+fn build_turn(
+    state: &AppState,
+    claimed: &Claimed,
+) -> Result<(Turn, Vec<crate::domain::message::Message>), String> {
+    let input: RunInput =
+        serde_json::from_value(claimed.run.input.clone()).map_err(|e| format!("stored run input: {e}"))?;
+    let profile: ResolvedProfile = serde_json::from_value(claimed.run.resolved_profile.clone())
+        .map_err(|e| format!("stored resolved profile: {e}"))?;
+    let model = state
+        .models()
+        .resolve(&profile.model)
+        .ok_or_else(|| format!("model `{}` is no longer configured", profile.model))?;
+    let mut messages = claimed.history.clone();
+    messages.extend(input.messages.iter().cloned());
+    let turn = Turn {
+        model: model.chat,
+        model_name: model.model,
+        messages,
+        client_tools: input.tools,
+        server_tools: state.tools(),
+        allowed_tools: profile.tools,
+        max_steps: profile.max_steps,
+        options: input.options,
+        tool_timeout: Duration::from_secs(state.config().tool_timeout_s),
+    };
+    Ok((turn, input.messages))
+}
+
+fn failure(message: &str, code: &str) -> Completion {
+    Completion {
+        status: RunStatus::Failed,
+        output: None,
+        usage: None,
+        error: Some(json!({"message": message, "code": code})),
+        messages: Vec::new(),
+    }
+}
+
+fn completion_of(outcome: Outcome, input_messages: Vec<crate::domain::message::Message>) -> Completion {
+    match outcome {
+        Outcome::Completed { content, tool_calls, messages, usage } => {
+            let calls: Vec<_> = tool_calls
+                .iter()
+                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+            let mut all = input_messages;
+            all.extend(messages);
+            Completion {
+                status: RunStatus::Completed,
+                output: Some(json!({"content": content, "tool_calls": calls})),
+                usage: Some(json!(usage)),
+                error: None,
+                messages: all,
+            }
+        }
+        Outcome::Failed { message, code, usage } => {
+            Completion { usage: Some(json!(usage)), ..failure(&message, code) }
+        }
+        Outcome::Cancelled { usage } => Completion {
+            status: RunStatus::Cancelled,
+            output: None,
+            usage: Some(json!(usage)),
+            error: Some(json!({"message": "cancelled on request", "code": "cancelled"})),
+            messages: Vec::new(),
+        },
+    }
+}
