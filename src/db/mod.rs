@@ -212,3 +212,82 @@ pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 4).unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_writers_never_see_busy() {
+        let (_dir, db) = open_temp();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (task INTEGER, n INTEGER)")?)).await.unwrap();
+        let mut handles = Vec::new();
+        for task in 0..64i64 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                for n in 0..50i64 {
+                    db.write(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1, ?2)", [task, n])?;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                Ok::<(), DbError>(())
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap().unwrap();
+        }
+        let count: i64 =
+            db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(count, 64 * 50);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone() {
+        let (_dir, db) = open_temp();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?)).await.unwrap();
+        let ok = db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?));
+        let bad = db.write(|c| {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            c.execute("INSERT INTO t VALUES (1)", [])?; // duplicate: fails this job only
+            Ok(())
+        });
+        let (ok, bad) = tokio::join!(ok, bad);
+        assert!(ok.is_ok());
+        assert!(bad.is_err());
+        let rows: Vec<i64> = db
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn every_connection_has_the_pragmas() {
+        let (_dir, db) = open_temp();
+        let (mode, fk, timeout, sync): (String, i64, i64, i64) = db
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((mode.as_str(), fk, sync), ("wal", 1, 1));
+        assert!(timeout >= 5000);
+    }
+}

@@ -297,3 +297,16 @@ pub fn queue_depths(conn: &Connection) -> Result<Vec<(String, i64, i64)>, DbErro
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Extends the leases of every run `worker` holds to `until`; returns how many.
+///
+/// # Errors
+/// On a database failure.
+pub fn extend_leases(conn: &Connection, worker: &str, until: i64, now: i64) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE runs SET lease_expires_at = ?2, updated_at = ?3
+             WHERE claimed_by = ?1 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![worker, until, now])?)
+}

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions};
+use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions, users};
 use crate::domain::event::{EventType, RunEvent};
 use crate::domain::message::Message;
 use crate::domain::run::RunStatus;
@@ -338,6 +338,9 @@ fn insert_dispatch(
     new: NewRun,
 ) -> Result<Result<RunRow, DispatchError>, DbError> {
     let now = now_ms();
+    if let Some(user) = &new.user {
+        users::upsert_user(conn, &new.org, user, now)?;
+    }
     let session_id = match &new.session {
         Some(id) => {
             let owned = sessions::find_session(conn, id)?
@@ -397,3 +400,6 @@ fn insert_dispatch(
     run_events::insert_events(conn, &run.id, &[queued])?;
     Ok(Ok(run))
 }
+
+#[cfg(test)]
+mod tests;

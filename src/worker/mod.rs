@@ -29,6 +29,7 @@ const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// On a storage failure while registering.
 pub async fn start_embedded(state: &AppState, runner: &str, count: usize) -> Result<(), crate::db::DbError> {
     let host = hostname();
+    let mut ids = Vec::with_capacity(count);
     for index in 0..count {
         let name = format!("{host}/embedded-{index}");
         let (runner_name, worker_name, hostname) = (runner.to_owned(), name.clone(), host.clone());
@@ -54,8 +55,11 @@ pub async fn start_embedded(state: &AppState, runner: &str, count: usize) -> Res
         }
         let (state, runner) = (state.clone(), runner.to_owned());
         let tasks = state.tasks().clone();
+        ids.push(worker_id.clone());
         tasks.spawn(async move { claim_loop(state, runner, worker_id.to_string()).await });
     }
+    let heartbeat_state = state.clone();
+    state.tasks().spawn(async move { heartbeat_loop(heartbeat_state, ids).await });
     state.queue().waker(runner).notify_one();
     Ok(())
 }
@@ -67,6 +71,34 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Every HEARTH_HEARTBEAT_S: refreshes the embedded workers' heartbeats and extends the leases
+/// of the runs they hold, in one transaction.
+async fn heartbeat_loop(state: AppState, ids: Vec<crate::ids::WorkerId>) {
+    let every = Duration::from_secs(state.config().heartbeat_s);
+    let lease_ms = i64::try_from(state.config().lease_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = state.shutdown().cancelled() => return,
+        }
+        let ids = ids.clone();
+        let beat = state
+            .db()
+            .write(move |conn| {
+                let now = now_ms();
+                for id in &ids {
+                    workers::touch_worker(conn, id, now)?;
+                    runs::extend_leases(conn, id.as_str(), now + lease_ms, now)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = beat {
+            tracing::warn!(error = %e, "embedded worker heartbeat failed");
+        }
+    }
 }
 
 async fn claim_loop(state: AppState, runner: String, worker: String) {
