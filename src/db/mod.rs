@@ -224,6 +224,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
     async fn many_concurrent_writers_never_see_busy() {
         let (_dir, db) = open_temp();
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t (task INTEGER, n INTEGER)")?)).await.unwrap();

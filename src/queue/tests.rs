@@ -31,6 +31,7 @@ fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
 async fn concurrent_claimers_never_claim_the_same_run() {
     let (_dir, queue, org) = setup().await;
     for _ in 0..200 {
