@@ -74,6 +74,8 @@ pub struct AppParts {
     pub resolver: Resolver,
     /// User JWT verification.
     pub jwt: Option<JwtVerifier>,
+    /// The models requests may name.
+    pub models: Models,
 }
 
 impl App {
@@ -86,7 +88,7 @@ impl App {
         AppState(Arc::new(Self {
             role,
             queue: Queue::new(parts.db.clone(), Duration::from_secs(parts.config.lease_s)),
-            models: Models::default(),
+            models: parts.models,
             tools,
             resolver: parts.resolver,
             jwt: parts.jwt,

@@ -203,6 +203,46 @@ pub struct ServeConfig {
     #[arg(long, env = "HEARTH_TEST_TOOLS", value_name = "BOOL", default_value = "false", value_parser = parse_bool)]
     pub test_tools: bool,
 
+    /// Model aliases and agents file (hearth.toml); none when unset.
+    #[arg(long, env = "HEARTH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Default model (`provider/model`), used when a request names none.
+    #[arg(long, env = "MODEL_SPECIFIER", value_name = "PROVIDER/MODEL")]
+    pub model_specifier: Option<String>,
+
+    /// API key of the OpenAI-compatible provider.
+    #[arg(long, env = "OPENAI_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+
+    /// Base URL of the OpenAI-compatible provider (OpenAI, Ollama, vLLM, llama.cpp, OpenRouter…)
+    /// [default: https://api.openai.com/v1]. Setting it enables the provider without a key.
+    #[arg(long, env = "OPENAI_BASE_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub openai_base_url: Option<String>,
+
+    /// API key of the Anthropic Messages API.
+    #[arg(long, env = "ANTHROPIC_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<Secret>,
+
+    /// Base URL of the Anthropic API (proxies, tests) [default: https://api.anthropic.com].
+    #[arg(long, env = "ANTHROPIC_BASE_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub anthropic_base_url: Option<String>,
+
+    /// Seconds to wait for a connection to an upstream provider.
+    #[arg(long, env = "HEARTH_UPSTREAM_CONNECT_TIMEOUT_S", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub upstream_connect_timeout_s: u64,
+
+    /// Longest wait for the next byte from an upstream provider; exceeded → 504.
+    #[arg(long, env = "HEARTH_UPSTREAM_TIMEOUT_S", value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub upstream_timeout_s: u64,
+
+    /// Retries of an upstream call (connect errors, 429, 5xx) before any output reached the client.
+    #[arg(long, env = "HEARTH_UPSTREAM_RETRIES", value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub upstream_retries: u32,
+
     /// Read connections in the SQLite pool.
     #[arg(long, env = "HEARTH_DB_READERS", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -224,6 +264,30 @@ impl ServeConfig {
             _ => None,
         };
         Ok(crate::domain::resolver::ResolverRules { runners, ramp, flags_enabled: self.runner_flags })
+    }
+
+    /// Provider settings: a provider is configured when its key or base URL is set.
+    #[must_use]
+    pub fn provider_settings(&self) -> crate::llm::ProviderSettings {
+        let provider = |key: &Option<Secret>, url: &Option<String>, default: &str| {
+            (key.is_some() || url.is_some()).then(|| {
+                (
+                    url.clone().unwrap_or_else(|| default.to_owned()),
+                    key.as_ref().map(|k| k.expose().to_owned()),
+                )
+            })
+        };
+        crate::llm::ProviderSettings {
+            openai: provider(&self.openai_api_key, &self.openai_base_url, "https://api.openai.com/v1"),
+            anthropic: provider(
+                &self.anthropic_api_key,
+                &self.anthropic_base_url,
+                "https://api.anthropic.com",
+            ),
+            connect_timeout: std::time::Duration::from_secs(self.upstream_connect_timeout_s),
+            read_timeout: std::time::Duration::from_secs(self.upstream_timeout_s),
+            retries: self.upstream_retries,
+        }
     }
 
     /// The static API key: GATEWAY_API_KEY, else the legacy MESHI_RUNTIME_API_KEY.
@@ -293,6 +357,17 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         Some(0) => Err("must be greater than zero".into()),
         Some(bytes) => Ok(bytes),
         None => Err("too large".into()),
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > 8
+        && !s.contains(char::is_whitespace);
+    if ok {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".into())
     }
 }
 

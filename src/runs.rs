@@ -32,6 +32,9 @@ pub struct RunInput {
     /// OpenAI `user` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Whether the client streams the answer (the upstream call streams too).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// Starts a run for the caller; returns it queued.
@@ -45,17 +48,19 @@ pub async fn start_run(
     session: Option<SessionId>,
     on_busy: OnBusy,
 ) -> Result<RunRow, ApiError> {
-    let model = state.models().resolve(&input.model).ok_or_else(|| ApiError::NotFound {
-        message: format!("model `{}` not found; GET /v1/models lists the models you may use", input.model),
+    let model = state.models().resolve(&input.model).map_err(|message| ApiError::NotFound {
+        message: format!("{message}; GET /v1/models lists the models you may use"),
         code: "model_not_found",
     })?;
+    let tools = offered_tools(state, model.agent.as_ref());
+    let max_steps = model.agent.as_ref().and_then(|a| a.max_steps).unwrap_or(state.config().max_steps);
     let decision = state.resolver().resolve(state.db(), &principal.org).await;
     let profile = ResolvedProfile {
         runner: decision.runner.clone(),
         model: input.model.clone(),
         provider: model.provider,
-        tools: state.tools().specs().into_iter().map(|s| s.name).collect(),
-        max_steps: state.config().max_steps,
+        tools,
+        max_steps,
         auth_mode: if principal.user.is_some() { AuthMode::UserJwt } else { AuthMode::ApiKey },
         runner_reason: decision.reason,
     };
@@ -73,4 +78,18 @@ pub async fn start_run(
         DispatchError::Busy(_) => ApiError::Conflict(e.to_string()),
         DispatchError::Db(e) => e.into(),
     })
+}
+
+/// Server-side tools offered: every tool for a plain model; only the agent's servers' tools
+/// (`server__tool`) for an agent.
+fn offered_tools(state: &AppState, agent: Option<&crate::catalog::Agent>) -> Vec<String> {
+    let names = state.tools().specs().into_iter().map(|s| s.name);
+    match agent {
+        None => names.collect(),
+        Some(agent) => names
+            .filter(|n| {
+                n.split_once("__").is_some_and(|(server, _)| agent.mcp_servers.iter().any(|s| s == server))
+            })
+            .collect(),
+    }
 }

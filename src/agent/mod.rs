@@ -44,6 +44,8 @@ pub struct Turn {
     pub options: ModelOptions,
     /// Longest a server-side tool call may take.
     pub tool_timeout: Duration,
+    /// Whether the caller streams the answer.
+    pub stream: bool,
 }
 
 /// How a turn ended.
@@ -94,6 +96,7 @@ pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -
             messages: conversation.clone(),
             tools: specs.clone(),
             options: turn.options.clone(),
+            stream: turn.stream,
         };
         let output = tokio::select! {
             () = cancel.cancelled() => return Outcome::Cancelled { usage },
@@ -154,8 +157,8 @@ async fn call_model(
 
 fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
     let code = match error {
-        ModelError::Upstream(_) => "upstream_error",
         ModelError::Timeout(_) => "upstream_timeout",
+        _ => "upstream_error",
     };
     Outcome::Failed { message: error.to_string(), code, usage }
 }
@@ -221,6 +224,7 @@ mod tests {
             max_steps,
             options: ModelOptions::default(),
             tool_timeout: Duration::from_secs(5),
+            stream: true,
         }
     }
 

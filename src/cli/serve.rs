@@ -9,9 +9,11 @@ use anyhow::Context;
 use super::ConfigError;
 use crate::app::{App, AppParts, AppState};
 use crate::auth::jwt::JwtVerifier;
+use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::db::migrate::{self, SchemaState};
+use crate::llm::Models;
 use crate::replication::RoleSource;
 use crate::runner::Resolver;
 use crate::{bootstrap, metrics, server, worker};
@@ -25,6 +27,12 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let static_key = config.static_api_key().map_err(ConfigError)?;
     let rules = config.resolver_rules().map_err(ConfigError)?;
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
+    let catalog = match &config.config {
+        Some(path) => Catalog::load(path).map_err(ConfigError)?,
+        None => Catalog::default(),
+    };
+    let models = Models::build(&config.provider_settings(), catalog, config.model_specifier.clone())
+        .map_err(ConfigError)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let role = RoleSource::new(config.litefs_dir.as_deref()).current();
     let db = Db::open(db_path, config.db_readers)?;
@@ -45,8 +53,16 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let embedded = (role.is_writer() && !config.no_embedded_workers).then_some(usize::from(config.workers));
     let default_runner = rules.default_runner().to_owned();
     let resolver = Resolver::new(rules);
-    let state =
-        App::build(AppParts { config, db: db.clone(), metrics, default_org, static_key, resolver, jwt });
+    let state = App::build(AppParts {
+        config,
+        db: db.clone(),
+        metrics,
+        default_org,
+        static_key,
+        resolver,
+        jwt,
+        models,
+    });
     if let Some(count) = embedded {
         worker::start_embedded(&state, &default_runner, count).await?;
     }

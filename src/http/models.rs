@@ -1,17 +1,19 @@
-//! `GET /v1/models`: the models the caller may use.
+//! `GET /v1/models`: the models and agents the caller may use.
 
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::app::AppState;
 use crate::auth::Principal;
 
-/// Lists the models and agents available to the caller. `echo` is always there.
-pub async fn list_models(_principal: Principal) -> Response {
-    axum::Json(json!({
-        "object": "list",
-        "data": [
-            {"id": "echo", "object": "model", "created": 0, "owned_by": "hearth"}
-        ]
-    }))
-    .into_response()
+/// Lists the models and agents available (configured providers only). `echo` is always there.
+pub async fn list_models(State(state): State<AppState>, _principal: Principal) -> Response {
+    let data: Vec<_> = state
+        .models()
+        .names()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }

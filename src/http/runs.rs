@@ -77,7 +77,9 @@ pub async fn create_run(
     Caller(principal): Caller,
     Json(body): Json<CreateRunBody>,
 ) -> Result<Response, ApiError> {
-    let input = body.chat.into_input()?;
+    let mut input = body.chat.into_input(state.models().default_model())?;
+    // A run's events are read as they come, so its upstream call streams.
+    input.stream = true;
     let session = match body.session_id {
         Some(id) => {
             Some(id.parse::<SessionId>().map_err(|_| ApiError::not_found(format!("no session `{id}`")))?)

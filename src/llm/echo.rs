@@ -117,6 +117,7 @@ mod tests {
                 })
                 .collect(),
             options: ModelOptions::default(),
+            stream: false,
         }
     }
 

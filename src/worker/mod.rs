@@ -176,8 +176,19 @@ fn build_turn(
     let model = state
         .models()
         .resolve(&profile.model)
-        .ok_or_else(|| format!("model `{}` is no longer configured", profile.model))?;
-    let mut messages = claimed.history.clone();
+        .map_err(|e| format!("model `{}` is no longer available: {e}", profile.model))?;
+    let mut messages = Vec::with_capacity(claimed.history.len() + input.messages.len() + 1);
+    let mut options = input.options;
+    if let Some(agent) = &model.agent {
+        if let Some(system) = &agent.system {
+            messages.push(crate::domain::message::Message::text(
+                crate::domain::message::Role::System,
+                system.clone(),
+            ));
+        }
+        options.temperature = options.temperature.or(agent.temperature);
+    }
+    messages.extend(claimed.history.iter().cloned());
     messages.extend(input.messages.iter().cloned());
     let turn = Turn {
         model: model.chat,
@@ -187,8 +198,9 @@ fn build_turn(
         server_tools: state.tools(),
         allowed_tools: profile.tools,
         max_steps: profile.max_steps,
-        options: input.options,
+        options,
         tool_timeout: Duration::from_secs(state.config().tool_timeout_s),
+        stream: input.stream,
     };
     Ok((turn, input.messages))
 }

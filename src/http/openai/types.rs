@@ -176,10 +176,14 @@ impl ChatCompletionRequest {
     ///
     /// # Errors
     /// A 400 naming the offending field.
-    pub fn into_input(self) -> Result<RunInput, ApiError> {
-        let model = self.model.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
-            ApiError::invalid(Some("model"), "model is required (try \"echo\", the built-in test model)")
-        })?;
+    pub fn into_input(self, default_model: Option<&str>) -> Result<RunInput, ApiError> {
+        let model = self
+            .model
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| default_model.map(str::to_owned))
+            .ok_or_else(|| {
+                ApiError::invalid(Some("model"), "model is required (try \"echo\", the built-in test model)")
+            })?;
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid(Some("n"), "only n = 1 is supported"));
         }
@@ -212,6 +216,14 @@ impl ChatCompletionRequest {
             response_format: self.response_format,
             tool_choice: self.tool_choice,
         };
-        Ok(RunInput { model, messages, tools, options, metadata: self.metadata, user: self.user })
+        Ok(RunInput {
+            model,
+            messages,
+            tools,
+            options,
+            metadata: self.metadata,
+            user: self.user,
+            stream: self.stream,
+        })
     }
 }

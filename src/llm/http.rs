@@ -1,0 +1,113 @@
+//! The HTTP side of providers: one pooled client with connect and read timeouts, and the
+//! mapping of transport failures and error statuses to [`ModelError`].
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::ModelError;
+
+/// Builds the shared upstream client.
+///
+/// # Errors
+/// When the TLS stack cannot be initialised.
+pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))
+}
+
+/// One upstream endpoint: base URL and the headers every call carries (credentials).
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base_url: String,
+    headers: HeaderMap,
+}
+
+impl Upstream {
+    /// An endpoint at `base_url` whose calls carry `headers`.
+    ///
+    /// # Errors
+    /// When a header value is not valid in HTTP (names the header, never the value).
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<Self, String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| format!("the value for header {name} is not valid"))?;
+            value.set_sensitive(true);
+            map.insert(HeaderName::from_static(name), value);
+        }
+        Ok(Self { client, base_url: base_url.trim_end_matches('/').to_owned(), headers: map })
+    }
+
+    /// POSTs JSON to `{base}/{path}`.
+    ///
+    /// # Errors
+    /// Connect failures and timeouts before the response headers.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<reqwest::Response, ModelError> {
+        let mut request =
+            self.client.post(format!("{}/{path}", self.base_url)).headers(self.headers.clone()).json(body);
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send().await.map_err(|e| self.body_error(&e))
+    }
+
+    /// Maps a transport error.
+    #[must_use]
+    pub fn body_error(&self, error: &reqwest::Error) -> ModelError {
+        // Never include the URL's query or headers; the base URL is configuration, not secret.
+        if error.is_timeout() {
+            ModelError::Timeout(format!("no data from {} in time", self.base_url))
+        } else if error.is_connect() {
+            ModelError::Connect(format!("{}: {}", self.base_url, root_cause(error)))
+        } else if error.is_decode() {
+            ModelError::Protocol(format!("the response from {} is not valid JSON", self.base_url))
+        } else {
+            ModelError::Protocol(format!("{}: {}", self.base_url, root_cause(error)))
+        }
+    }
+}
+
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = error;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// Turns an error response into [`ModelError::Status`], with the provider's message.
+pub async fn status_error(response: reqwest::Response) -> ModelError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(60.0)));
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(300).collect());
+    ModelError::Status { status, message, retry_after }
+}
