@@ -57,6 +57,9 @@ pub enum ApiError {
     /// 504: the upstream model provider did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// 500: the run ended with an error that is not the upstream's (e.g. max_steps).
+    #[error("{0}")]
+    RunFailed(String),
     /// 503: this node cannot serve the request now (shutting down, not ready).
     #[error("{0}")]
     Unavailable(String),
@@ -92,7 +95,7 @@ impl ApiError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal | Self::RunFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -110,6 +113,7 @@ impl ApiError {
             Self::Upstream(_) => ("api_error", "upstream_error"),
             Self::UpstreamTimeout(_) => ("api_error", "upstream_timeout"),
             Self::Unavailable(_) => ("api_error", "unavailable"),
+            Self::RunFailed(_) => ("server_error", "run_failed"),
             Self::Internal => ("server_error", "internal_error"),
         }
     }

@@ -46,6 +46,8 @@ pub struct Turn {
     pub tool_timeout: Duration,
     /// Whether the caller streams the answer.
     pub stream: bool,
+    /// Time spent in model calls, in nanoseconds (added to; read by the caller for overhead).
+    pub upstream_nanos: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How a turn ended.
@@ -98,10 +100,13 @@ pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -
             options: turn.options.clone(),
             stream: turn.stream,
         };
+        let called = std::time::Instant::now();
         let output = tokio::select! {
             () = cancel.cancelled() => return Outcome::Cancelled { usage },
             out = call_model(turn.model.as_ref(), &request, emit) => out,
         };
+        let spent = u64::try_from(called.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        turn.upstream_nanos.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
         let output = match output {
             Ok(output) => output,
             Err(e) => return model_failure(&e, usage),
@@ -225,6 +230,7 @@ mod tests {
             options: ModelOptions::default(),
             tool_timeout: Duration::from_secs(5),
             stream: true,
+            upstream_nanos: Arc::default(),
         }
     }
 

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/v1/models", get(models::list_models))
+        .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/runs", post(runs::create_run))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/runs/{id}/events", get(streams::run_events))

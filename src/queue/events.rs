@@ -177,3 +177,54 @@ mod tests {
         assert_eq!(hub.watched_runs(), 0);
     }
 }
+
+/// Follows a run's durable log from an offset: yields committed events in order and ends after
+/// the terminal one. Woken by the hub; re-checks every second for writers in other processes.
+pub struct Follower {
+    db: Db,
+    run: RunId,
+    after: i64,
+    subscription: Subscription,
+    buffer: std::collections::VecDeque<RunEvent>,
+    closed: bool,
+}
+
+/// Re-check interval of a follower, for events committed by another process.
+const FOLLOW_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Follower {
+    /// Follows `run` after seq `after`.
+    #[must_use]
+    pub fn new(db: Db, hub: &Arc<EventHub>, run: RunId, after: i64) -> Self {
+        let subscription = hub.subscribe(&run);
+        Self { db, run, after, subscription, buffer: std::collections::VecDeque::new(), closed: false }
+    }
+
+    /// The next committed event; `None` once the terminal event was returned.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn next(&mut self) -> Result<Option<RunEvent>, crate::db::DbError> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.closed = event.kind.is_terminal();
+                return Ok(Some(event));
+            }
+            if self.closed {
+                return Ok(None);
+            }
+            let (id, after) = (self.run.clone(), self.after);
+            let events =
+                self.db.read(move |conn| run_events::list_events_after(conn, &id, after, 1000)).await?;
+            if let Some(last) = events.last() {
+                self.after = last.seq;
+                self.buffer.extend(events);
+                continue;
+            }
+            tokio::select! {
+                _ = self.subscription.receiver.changed() => {}
+                () = tokio::time::sleep(FOLLOW_RECHECK) => {}
+            }
+        }
+    }
+}

@@ -101,6 +101,8 @@ pub struct Completion {
     pub error: Option<Value>,
     /// Messages the turn adds to the session (input included), on success.
     pub messages: Vec<Message>,
+    /// Time spent waiting on upstream model calls, in ms (recorded in the terminal event).
+    pub upstream_ms: f64,
 }
 
 /// The queue service.
@@ -328,8 +330,10 @@ impl Queue {
 
 fn terminal_data(done: &Completion) -> Value {
     match done.status {
-        RunStatus::Completed => json!({"output": done.output, "usage": done.usage}),
-        _ => json!({"error": done.error, "usage": done.usage}),
+        RunStatus::Completed => {
+            json!({"output": done.output, "usage": done.usage, "upstream_ms": done.upstream_ms})
+        }
+        _ => json!({"error": done.error, "usage": done.usage, "upstream_ms": done.upstream_ms}),
     }
 }
 

@@ -201,6 +201,7 @@ fn build_turn(
         options,
         tool_timeout: Duration::from_secs(state.config().tool_timeout_s),
         stream: input.stream,
+        upstream_nanos: Arc::default(),
     };
     Ok((turn, input.messages))
 }
@@ -212,6 +213,7 @@ fn failure(message: &str, code: &str) -> Completion {
         usage: None,
         error: Some(json!({"message": message, "code": code})),
         messages: Vec::new(),
+        upstream_ms: 0.0,
     }
 }
 
@@ -230,6 +232,7 @@ fn completion_of(outcome: Outcome, input_messages: Vec<crate::domain::message::M
                 usage: Some(json!(usage)),
                 error: None,
                 messages: all,
+                upstream_ms: 0.0,
             }
         }
         Outcome::Failed { message, code, usage } => {
@@ -241,6 +244,7 @@ fn completion_of(outcome: Outcome, input_messages: Vec<crate::domain::message::M
             usage: Some(json!(usage)),
             error: Some(json!({"message": "cancelled on request", "code": "cancelled"})),
             messages: Vec::new(),
+            upstream_ms: 0.0,
         },
     }
 }
