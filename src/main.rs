@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = if error.is::<ConfigError>() { 2 } else { 1 };
-            tracing::error!(error = format!("{error:#}"), "hearth stopped with an error");
+            if code == 1 {
+                // Runtime failures also go to the log stream; setting errors only to the terminal.
+                tracing::error!(error = format!("{error:#}"), "hearth stopped with an error");
+            }
             let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::from(code)
         }

@@ -8,6 +8,7 @@ use crate::db::{
     organizations::{self, Organization},
 };
 use crate::orgs::{self as service, OrgError};
+use crate::runner::{FlagError, FlagUpdate, set_runner_flag};
 
 /// Subcommands of `hearth orgs`.
 #[derive(Debug, Subcommand)]
@@ -25,6 +26,31 @@ pub enum OrgsCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Set the organization's runner flag (`runner_default`); affects only new dispatches.
+    /// Refused unless a healthy worker of that runner exists, or with --force (audited).
+    SetRunner {
+        /// The organization's slug.
+        slug: String,
+        /// A runner named in HEARTH_RUNNERS.
+        runner: String,
+        /// Set it even without a healthy worker of that runner.
+        #[arg(long)]
+        force: bool,
+        /// Why (recorded in the audit).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Runner pools, as `serve` has them.
+        #[arg(long, env = "HEARTH_RUNNERS", value_name = "LIST", default_value = "ts,go")]
+        runners: String,
+    },
+    /// Clear the organization's runner flag (back to the ramp or the default runner).
+    ClearRunner {
+        /// The organization's slug.
+        slug: String,
+        /// Why (recorded in the audit).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Show one organization.
     Show {
@@ -58,6 +84,24 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
                 output::table(&["SLUG", "ID", "NAME", "RUNNER_DEFAULT", "CREATED"], &rows)?;
             }
         }
+        OrgsCommand::SetRunner { slug, runner, force, reason, runners } => {
+            let known: Vec<String> =
+                runners.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+            flag(
+                db,
+                &known,
+                FlagUpdate { org_slug: slug, runner: Some(runner), force, actor: "cli".into(), reason },
+            )
+            .await?;
+        }
+        OrgsCommand::ClearRunner { slug, reason } => {
+            flag(
+                db,
+                &[],
+                FlagUpdate { org_slug: slug, runner: None, force: false, actor: "cli".into(), reason },
+            )
+            .await?;
+        }
         OrgsCommand::Show { slug, json } => {
             let org = service::find_org(db, &slug)
                 .await?
@@ -70,6 +114,18 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn flag(db: &Db, known: &[String], update: FlagUpdate) -> anyhow::Result<()> {
+    let slug = update.org_slug.clone();
+    let change = set_runner_flag(db, known, update).await.map_err(|e| match e {
+        FlagError::Db(e) => anyhow::Error::new(e),
+        other => ConfigError(other.to_string()).into(),
+    })?;
+    let show = |r: &Option<String>| r.clone().unwrap_or_else(|| "(none)".into());
+    let forced = if change.forced { " (forced)" } else { "" };
+    output::line(&format!("{slug}: runner_default {} -> {}{forced}", show(&change.old), show(&change.new)))?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 pub mod admin_tokens;
 pub mod api_keys;
+pub mod flag_changes;
 pub mod messages;
 pub mod migrate;
 pub mod organizations;

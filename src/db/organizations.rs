@@ -97,3 +97,18 @@ pub fn list_organizations(conn: &Connection) -> Result<Vec<Organization>, DbErro
     let rows = stmt.query_map([], from_row)?;
     rows.map(|r| finish(r?)).collect()
 }
+
+/// Replaces an organization's `features`.
+///
+/// # Errors
+/// On a database failure.
+pub fn update_features(
+    conn: &Connection,
+    id: &OrgId,
+    features: &serde_json::Value,
+    at: i64,
+) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE organizations SET features = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, features.to_string(), at])?;
+    Ok(())
+}

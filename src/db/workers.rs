@@ -54,3 +54,15 @@ pub fn touch_worker(conn: &Connection, id: &WorkerId, now: i64) -> Result<(), Db
         .execute(params![id, now])?;
     Ok(())
 }
+
+/// How many active workers of `runtime` heartbeated since `since` (Unix ms).
+///
+/// # Errors
+/// On a database failure.
+pub fn count_healthy_workers(conn: &Connection, runtime: &str, since: i64) -> Result<i64, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM workers WHERE runtime = ?1 AND status = 'active' AND last_heartbeat_at >= ?2",
+        )?
+        .query_row(params![runtime, since], |r| r.get(0))?)
+}
