@@ -3,6 +3,7 @@
 //! A database with no admin token and no API key is new. Then hearth creates the `default`
 //! organization and whichever credentials the environment did not provide (HEARTH_ADMIN_TOKEN,
 //! GATEWAY_API_KEY), stores only their hashes, and hands the secrets back to be shown once.
+//! Later starts create an admin token only if none exists and the environment gives none.
 
 use std::io::Write;
 
@@ -36,9 +37,12 @@ pub async fn ensure(db: &Db, env_admin_token: bool, env_api_key: bool) -> Result
                 org.id
             }
         };
-        let fresh = admin_tokens::count_admin_tokens(conn)? == 0 && api_keys::count_api_keys(conn)? == 0;
+        let no_admin = admin_tokens::count_admin_tokens(conn)? == 0;
+        let fresh = no_admin && api_keys::count_api_keys(conn)? == 0;
         let mut boot = Bootstrap { default_org, admin_token: None, api_key: None };
-        if fresh && !env_admin_token {
+        // An admin token must always exist (or come from the environment), even when keys were
+        // minted with the CLI before the first `serve`; an API key is made only on a new database.
+        if no_admin && !env_admin_token {
             let token = secret::generate(secret::ADMIN_TOKEN_PREFIX);
             let hash = secret::hash(&token);
             admin_tokens::insert_admin_token(conn, &AdminTokenId::new(), "first-run", &hash, now_ms())?;

@@ -106,7 +106,8 @@ pub struct ServeConfig {
     /// Apply pending migrations at start (primary only). With `false`, an unmigrated database
     /// stops start-up with a hint to run `hearth migrate`.
     #[arg(long, env = "HEARTH_AUTO_MIGRATE", value_name = "BOOL", default_value = "true",
-          value_parser = parse_bool)]
+          value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub auto_migrate: bool,
 
     /// Largest accepted request body, in bytes or with a unit (`512KiB`, `1MiB`, `2MB`);
@@ -137,7 +138,8 @@ pub struct ServeConfig {
     pub runner_ramp: Option<String>,
 
     /// Runner flags and ramp: `on`, or `off` (the kill switch: everything goes to the default runner).
-    #[arg(long, env = "HEARTH_RUNNER_FLAGS", value_name = "on|off", default_value = "on", value_parser = parse_bool)]
+    #[arg(long, env = "HEARTH_RUNNER_FLAGS", value_name = "on|off", default_value = "on", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub runner_flags: bool,
 
     /// Embedded workers for the default runner inside `serve`.
@@ -187,7 +189,8 @@ pub struct ServeConfig {
     pub jwt_audience: Option<String>,
 
     /// Require the `X-Runtime-User` JWT on the chat and runs APIs.
-    #[arg(long, env = "HEARTH_REQUIRE_USER", value_name = "BOOL", default_value = "false", value_parser = parse_bool)]
+    #[arg(long, env = "HEARTH_REQUIRE_USER", value_name = "BOOL", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub require_user: bool,
 
     /// Requests per minute per API key (off when unset).
@@ -200,7 +203,8 @@ pub struct ServeConfig {
 
     /// Offer the test-only `test__*` tools (echo, sleep, fail, loop) to every run. For tests and
     /// demos only.
-    #[arg(long, env = "HEARTH_TEST_TOOLS", value_name = "BOOL", default_value = "false", value_parser = parse_bool)]
+    #[arg(long, env = "HEARTH_TEST_TOOLS", value_name = "BOOL", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub test_tools: bool,
 
     /// Model aliases and agents file (hearth.toml); none when unset.

@@ -43,7 +43,14 @@ fn clap_error(error: &clap::Error) -> ExitCode {
     let mut text = error.render().to_string();
     if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
         let long = arg.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
-        if let Some(env) = find_env(&Cli::command(), long) {
+        let command = Cli::command();
+        if let (Some(ContextValue::String(value)), true) =
+            (error.get(ContextKind::InvalidValue), is_secret(&command, long))
+        {
+            // Never echo a secret back, even a malformed one.
+            text = text.replace(value.as_str(), "***");
+        }
+        if let Some(env) = find_env(&command, long) {
             text = format!(
                 "{}\n  (this setting is --{long} or the environment variable {env})\n",
                 text.trim_end()
@@ -57,6 +64,11 @@ fn clap_error(error: &clap::Error) -> ExitCode {
     }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
     ExitCode::from(2)
+}
+
+fn is_secret(command: &clap::Command, long: &str) -> bool {
+    command.get_arguments().any(|a| a.get_long() == Some(long) && a.is_hide_env_values_set())
+        || command.get_subcommands().any(|sub| is_secret(sub, long))
 }
 
 fn find_env(command: &clap::Command, long: &str) -> Option<String> {

@@ -144,40 +144,6 @@ fn coalesce(events: Vec<(EventType, Value)>) -> Vec<(EventType, Value)> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn consecutive_deltas_merge_and_others_keep_order() {
-        let merged = coalesce(vec![
-            (EventType::TextDelta, json!({"text": "a"})),
-            (EventType::TextDelta, json!({"text": "b"})),
-            (EventType::Usage, json!({})),
-            (EventType::TextDelta, json!({"text": "c"})),
-        ]);
-        assert_eq!(merged.len(), 3);
-        assert_eq!(merged[0].1, json!({"text": "ab"}));
-        assert_eq!(merged[1].0, EventType::Usage);
-    }
-
-    #[test]
-    fn the_last_subscription_removes_the_entry() {
-        let hub = Arc::new(EventHub::default());
-        let run = RunId::new();
-        let a = hub.subscribe(&run);
-        let b = hub.subscribe(&run);
-        hub.publish(&run, 3);
-        assert_eq!(*a.receiver.borrow(), 3);
-        drop(a);
-        assert_eq!(hub.watched_runs(), 1);
-        drop(b);
-        assert_eq!(hub.watched_runs(), 0);
-    }
-}
-
 /// Follows a run's durable log from an offset: yields committed events in order and ends after
 /// the terminal one. Woken by the hub; re-checks every second for writers in other processes.
 pub struct Follower {
@@ -226,5 +192,39 @@ impl Follower {
                 () = tokio::time::sleep(FOLLOW_RECHECK) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn consecutive_deltas_merge_and_others_keep_order() {
+        let merged = coalesce(vec![
+            (EventType::TextDelta, json!({"text": "a"})),
+            (EventType::TextDelta, json!({"text": "b"})),
+            (EventType::Usage, json!({})),
+            (EventType::TextDelta, json!({"text": "c"})),
+        ]);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0].1, json!({"text": "ab"}));
+        assert_eq!(merged[1].0, EventType::Usage);
+    }
+
+    #[test]
+    fn the_last_subscription_removes_the_entry() {
+        let hub = Arc::new(EventHub::default());
+        let run = RunId::new();
+        let a = hub.subscribe(&run);
+        let b = hub.subscribe(&run);
+        hub.publish(&run, 3);
+        assert_eq!(*a.receiver.borrow(), 3);
+        drop(a);
+        assert_eq!(hub.watched_runs(), 1);
+        drop(b);
+        assert_eq!(hub.watched_runs(), 0);
     }
 }

@@ -1,1 +1,10 @@
+//! The integration tests: each starts the compiled `hearth` binary and talks to it over HTTP.
 
+// `cfg(test)` always holds in this test binary; it marks the modules as test code for clippy, so
+// `allow-unwrap-in-tests` and friends (clippy.toml) cover their helpers as well as their tests.
+#[cfg(test)]
+mod cli;
+#[cfg(test)]
+mod foundation;
+#[cfg(test)]
+mod support;
