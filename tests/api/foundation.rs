@@ -264,6 +264,34 @@ async fn sigterm_stops_an_idle_server_cleanly_and_promptly() {
 }
 
 #[tokio::test]
+async fn sigterm_during_a_slow_request_lets_it_finish() {
+    let mut hearth = Hearth::options().env("HEARTH_TEST_TOOLS", "true").start().await;
+    let key = hearth.api_key().unwrap();
+    let client = reqwest::Client::new();
+    let run: Value = client
+        .post(hearth.url("/v1/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "call:test__sleep {\"ms\":1500}"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = hearth.url(&format!("/v1/runs/{}?wait=20", run["id"].as_str().unwrap()));
+    let slow = tokio::spawn(async move { client.get(url).bearer_auth(key).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hearth.sigterm();
+    let response = slow.await.unwrap().expect("the in-flight request gets its answer");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "completed", "the run in flight finished during the grace period: {body}");
+    assert_eq!(body["output"]["content"], "slept");
+    let status = hearth.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", hearth.stderr());
+}
+
+#[tokio::test]
 async fn every_request_log_line_carries_the_response_request_id() {
     let hearth = Hearth::start().await;
     let key = hearth.api_key().unwrap();

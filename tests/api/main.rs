@@ -1,4 +1,8 @@
 //! The integration tests: each starts the compiled `hearth` binary and talks to it over HTTP.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn and join their own tasks; the TaskTracker rule is for the server"
+)]
 
 // `cfg(test)` always holds in this test binary; it marks the modules as test code for clippy, so
 // `allow-unwrap-in-tests` and friends (clippy.toml) cover their helpers as well as their tests.
