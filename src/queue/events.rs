@@ -16,33 +16,44 @@ use crate::db::{Db, now_ms, run_events};
 use crate::domain::event::{EventType, RunEvent};
 use crate::ids::RunId;
 
-/// Where committed-seq notifications are published, per run.
+/// The latest committed batch of a run's events: its last seq, and the events themselves so
+/// live readers that are caught up need not read them back from SQLite.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// Seq of the last committed event.
+    pub seq: i64,
+    /// The batch committed last (in seq order).
+    pub batch: Arc<[RunEvent]>,
+}
+
+/// Where committed batches are published, per run.
 #[derive(Default)]
 pub struct EventHub {
-    runs: Mutex<HashMap<RunId, watch::Sender<i64>>>,
+    runs: Mutex<HashMap<RunId, watch::Sender<Committed>>>,
 }
 
 /// A live reader's subscription to a run; unsubscribes on drop.
 pub struct Subscription {
     hub: Arc<EventHub>,
     run: RunId,
-    /// Receives the last committed seq.
-    pub receiver: watch::Receiver<i64>,
+    /// Receives the last committed batch.
+    pub receiver: watch::Receiver<Committed>,
 }
 
 impl EventHub {
     /// Subscribes to a run's committed seq.
     pub fn subscribe(self: &Arc<Self>, run: &RunId) -> Subscription {
         let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = runs.entry(run.clone()).or_insert_with(|| watch::channel(0).0);
+        let sender = runs.entry(run.clone()).or_insert_with(|| watch::channel(Committed::default()).0);
         Subscription { hub: Arc::clone(self), run: run.clone(), receiver: sender.subscribe() }
     }
 
-    /// Announces that the run's log now ends at `seq` (committed).
-    pub fn publish(&self, run: &RunId, seq: i64) {
+    /// Announces a committed batch of the run's events (in seq order).
+    pub fn publish(&self, run: &RunId, batch: Arc<[RunEvent]>) {
+        let Some(seq) = batch.last().map(|e| e.seq) else { return };
         let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = runs.get(run) {
-            sender.send_replace(seq);
+            sender.send_replace(Committed { seq, batch });
         }
     }
 
@@ -115,11 +126,12 @@ async fn flush_loop(
             .map(|((kind, data), seq)| RunEvent { seq, kind, data, created_at: now })
             .collect();
         let last = next_seq + i64::try_from(events.len()).unwrap_or(0) - 1;
-        let id = run.clone();
-        match db.write(move |conn| run_events::insert_events(conn, &id, &events)).await {
+        let (id, batch) = (run.clone(), Arc::<[RunEvent]>::from(events));
+        let stored = Arc::clone(&batch);
+        match db.write(move |conn| run_events::insert_events(conn, &id, &stored)).await {
             Ok(()) => {
                 next_seq = last + 1;
-                hub.publish(&run, last);
+                hub.publish(&run, batch);
             }
             Err(e) => tracing::error!(error = %e, run.id = %run, "could not store run events"),
         }
@@ -153,6 +165,8 @@ pub struct Follower {
     subscription: Subscription,
     buffer: std::collections::VecDeque<RunEvent>,
     closed: bool,
+    /// Whether the next step reads the log from SQLite (first read, missed batches, re-checks).
+    must_read: bool,
 }
 
 /// Re-check interval of a follower, for events committed by another process.
@@ -163,7 +177,15 @@ impl Follower {
     #[must_use]
     pub fn new(db: Db, hub: &Arc<EventHub>, run: RunId, after: i64) -> Self {
         let subscription = hub.subscribe(&run);
-        Self { db, run, after, subscription, buffer: std::collections::VecDeque::new(), closed: false }
+        Self {
+            db,
+            run,
+            after,
+            subscription,
+            buffer: std::collections::VecDeque::new(),
+            closed: false,
+            must_read: true,
+        }
     }
 
     /// The next committed event; `None` once the terminal event was returned.
@@ -179,18 +201,42 @@ impl Follower {
             if self.closed {
                 return Ok(None);
             }
-            let (id, after) = (self.run.clone(), self.after);
-            let events =
-                self.db.read(move |conn| run_events::list_events_after(conn, &id, after, 1000)).await?;
-            if let Some(last) = events.last() {
-                self.after = last.seq;
-                self.buffer.extend(events);
-                continue;
+            if self.must_read {
+                let (id, after) = (self.run.clone(), self.after);
+                let events =
+                    self.db.read(move |conn| run_events::list_events_after(conn, &id, after, 1000)).await?;
+                self.must_read = false;
+                if let Some(last) = events.last() {
+                    self.after = last.seq;
+                    self.buffer.extend(events);
+                    continue;
+                }
             }
-            tokio::select! {
-                _ = self.subscription.receiver.changed() => {}
-                () = tokio::time::sleep(FOLLOW_RECHECK) => {}
+            self.wait().await;
+        }
+    }
+}
+
+impl Follower {
+    /// Waits for news: takes a committed batch straight from memory when it follows on from
+    /// what was read; otherwise marks the log to be read again.
+    async fn wait(&mut self) {
+        tokio::select! {
+            changed = self.subscription.receiver.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(FOLLOW_RECHECK).await;
+                    self.must_read = true;
+                    return;
+                }
+                let committed = self.subscription.receiver.borrow_and_update().clone();
+                if committed.batch.first().map(|e| e.seq) == Some(self.after + 1) {
+                    self.after = committed.seq;
+                    self.buffer.extend(committed.batch.iter().cloned());
+                } else {
+                    self.must_read = committed.seq > self.after;
+                }
             }
+            () = tokio::time::sleep(FOLLOW_RECHECK) => self.must_read = true,
         }
     }
 }
@@ -220,8 +266,9 @@ mod tests {
         let run = RunId::new();
         let a = hub.subscribe(&run);
         let b = hub.subscribe(&run);
-        hub.publish(&run, 3);
-        assert_eq!(*a.receiver.borrow(), 3);
+        let event = RunEvent { seq: 3, kind: EventType::Usage, data: serde_json::json!({}), created_at: 0 };
+        hub.publish(&run, Arc::from(vec![event]));
+        assert_eq!(a.receiver.borrow().seq, 3);
         drop(a);
         assert_eq!(hub.watched_runs(), 1);
         drop(b);

@@ -202,19 +202,20 @@ impl Queue {
             data: json!({"worker_id": worker, "attempt": attempt}),
             created_at: now_ms(),
         };
-        let run = id.clone();
+        let (run, batch) = (id.clone(), Arc::<[RunEvent]>::from(vec![event]));
+        let stored = Arc::clone(&batch);
         let started = self
             .db
             .write(move |conn| {
-                let ok = runs::mark_running(conn, &run, &worker, attempt, event.created_at)?;
+                let ok = runs::mark_running(conn, &run, &worker, attempt, stored[0].created_at)?;
                 if ok {
-                    run_events::insert_events(conn, &run, &[event])?;
+                    run_events::insert_events(conn, &run, &stored)?;
                 }
                 Ok(ok)
             })
             .await?;
         if started {
-            self.hub.publish(&id, seq);
+            self.hub.publish(&id, batch);
         }
         Ok(started)
     }
@@ -234,11 +235,13 @@ impl Queue {
         let (id, session, attempt, worker) =
             (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
         let kind = EventType::terminal_for(done.status).unwrap_or(EventType::Failed);
-        let data = terminal_data(&done);
+        let now = now_ms();
+        let terminal: Arc<[RunEvent]> =
+            Arc::from(vec![RunEvent { seq, kind, data: terminal_data(&done), created_at: now }]);
+        let stored = Arc::clone(&terminal);
         let finished = self
             .db
             .write(move |conn| {
-                let now = now_ms();
                 let finish = runs::Finish {
                     status: done.status,
                     output: done.output.as_ref(),
@@ -249,7 +252,7 @@ impl Queue {
                 if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
                     return Ok(false);
                 }
-                run_events::insert_events(conn, &id, &[RunEvent { seq, kind, data, created_at: now }])?;
+                run_events::insert_events(conn, &id, &stored)?;
                 if done.status == RunStatus::Completed {
                     messages::append_messages(conn, &session, &id, &done.messages, now)?;
                 }
@@ -258,13 +261,14 @@ impl Queue {
             })
             .await?;
         if finished {
-            self.after_terminal(run, seq, kind);
+            self.after_terminal(run, terminal);
         }
         Ok(finished)
     }
 
-    fn after_terminal(&self, run: &RunRow, seq: i64, kind: EventType) {
-        self.hub.publish(&run.id, seq);
+    fn after_terminal(&self, run: &RunRow, terminal: Arc<[RunEvent]>) {
+        let kind = terminal.last().map_or(EventType::Failed, |e| e.kind);
+        self.hub.publish(&run.id, terminal);
         // The session's next queued run (any runner) may be claimable now.
         self.wake_all();
         crate::telemetry::event_line(json!({
@@ -293,18 +297,18 @@ impl Queue {
                         data: json!({"reason": "cancelled before it started"}),
                         created_at: now,
                     };
-                    run_events::insert_events(conn, &id, &[event])?;
+                    run_events::insert_events(conn, &id, std::slice::from_ref(&event))?;
                     if let Some(r) = runs::find_run(conn, &id)? {
                         sessions::settle_session(conn, &r.session_id, now)?;
                     }
-                    return Ok(Some(seq));
+                    return Ok(Some(event));
                 }
                 runs::request_cancel(conn, &id, now)?;
                 Ok(None)
             })
             .await?;
         match cancelled_queued {
-            Some(seq) => self.after_terminal(run, seq, EventType::Cancelled),
+            Some(event) => self.after_terminal(run, Arc::from(vec![event])),
             None => {
                 let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(token) = cancels.get(&run.id) {
