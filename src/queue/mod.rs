@@ -166,20 +166,48 @@ impl Queue {
     /// # Errors
     /// On a storage failure.
     pub async fn claim(&self, runner: &str, worker: &str) -> Result<Option<Claimed>, DbError> {
+        self.claim_inner(runner, worker, false).await
+    }
+
+    /// Claims the next run and marks it running with its `run.started` event, in one
+    /// transaction (what an in-process worker does; `claimed` is never observed alone).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn claim_and_start(&self, runner: &str, worker: &str) -> Result<Option<Claimed>, DbError> {
+        self.claim_inner(runner, worker, true).await
+    }
+
+    async fn claim_inner(&self, runner: &str, worker: &str, start: bool) -> Result<Option<Claimed>, DbError> {
         let (runner, worker) = (runner.to_owned(), worker.to_owned());
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let claimed = self
             .db
             .write(move |conn| {
                 let now = now_ms();
-                let Some(run) = runs::claim_next_run(conn, &runner, &worker, now + lease_ms, now)? else {
+                let Some(mut run) = runs::claim_next_run(conn, &runner, &worker, now + lease_ms, now)? else {
                     return Ok(None);
                 };
                 let history = messages::list_messages(conn, &run.session_id)?;
-                let next_seq = run_events::last_seq(conn, &run.id)? + 1;
-                Ok(Some(Claimed { run, history, next_seq }))
+                let mut next_seq = run_events::last_seq(conn, &run.id)? + 1;
+                let mut started = None;
+                if start && runs::mark_running(conn, &run.id, &worker, run.attempt, now)? {
+                    let event = started_event(next_seq, &worker, run.attempt, now);
+                    run_events::insert_events(conn, &run.id, std::slice::from_ref(&event))?;
+                    run.status = RunStatus::Running;
+                    run.started_at = run.started_at.or(Some(now));
+                    next_seq += 1;
+                    started = Some(event);
+                }
+                Ok(Some((Claimed { run, history, next_seq }, started)))
             })
             .await?;
+        let claimed = claimed.map(|(c, started)| {
+            if let Some(event) = started {
+                self.hub.publish(&c.run.id, Arc::from(vec![event]));
+            }
+            c
+        });
         if let Some(c) = &claimed {
             crate::telemetry::event_line(json!({
                 "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
@@ -196,12 +224,7 @@ impl Queue {
     pub async fn start(&self, claimed: &Claimed, worker: &str) -> Result<bool, DbError> {
         let (id, attempt, seq, worker) =
             (claimed.run.id.clone(), claimed.run.attempt, claimed.next_seq, worker.to_owned());
-        let event = RunEvent {
-            seq,
-            kind: EventType::Started,
-            data: json!({"worker_id": worker, "attempt": attempt}),
-            created_at: now_ms(),
-        };
+        let event = started_event(seq, &worker, attempt, now_ms());
         let (run, batch) = (id.clone(), Arc::<[RunEvent]>::from(vec![event]));
         let stored = Arc::clone(&batch);
         let started = self
@@ -329,6 +352,15 @@ impl Queue {
     /// Forgets a run that stopped executing here.
     pub fn untrack_cancel(&self, run: &RunId) {
         self.cancels.lock().unwrap_or_else(PoisonError::into_inner).remove(run);
+    }
+}
+
+fn started_event(seq: i64, worker: &str, attempt: i64, at: i64) -> RunEvent {
+    RunEvent {
+        seq,
+        kind: EventType::Started,
+        data: json!({"worker_id": worker, "attempt": attempt}),
+        created_at: at,
     }
 }
 

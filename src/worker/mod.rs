@@ -109,7 +109,7 @@ async fn claim_loop(state: AppState, runner: String, worker: String) {
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match state.queue().claim(&runner, &worker).await {
+        match state.queue().claim_and_start(&runner, &worker).await {
             Ok(Some(claimed)) => execute(&state, claimed, &worker).await,
             Ok(None) => tokio::select! {
                 () = &mut notified => {}
@@ -132,19 +132,22 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
     if run.cancel_requested {
         cancel.cancel();
     }
-    match queue.start(&claimed, worker).await {
-        Ok(true) => {}
-        Ok(false) => {
-            queue.untrack_cancel(&run.id);
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, run.id = %run.id, "could not start the run");
-            queue.untrack_cancel(&run.id);
-            return;
+    if run.status != RunStatus::Running {
+        // Claimed without starting (an external-protocol claim): start it now.
+        match queue.start(&claimed, worker).await {
+            Ok(true) => {}
+            Ok(false) => {
+                queue.untrack_cancel(&run.id);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, run.id = %run.id, "could not start the run");
+                queue.untrack_cancel(&run.id);
+                return;
+            }
         }
     }
-    let started_seq = claimed.next_seq + 1;
+    let started_seq = if run.status == RunStatus::Running { claimed.next_seq } else { claimed.next_seq + 1 };
     let (completion, next_seq) = match build_turn(state, &claimed) {
         Ok((turn, input_messages)) => {
             let sink =
