@@ -61,7 +61,14 @@ impl JwtVerifier {
             .find(|(alg, _)| *alg == header.alg)
             .ok_or_else(|| unauthorized(&format!("algorithm {:?} is not accepted", header.alg)))?;
         let mut validation = Validation::new(*alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = 5;
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
