@@ -11,7 +11,7 @@ use crate::domain::profile::{AuthMode, ResolvedProfile};
 use crate::error::ApiError;
 use crate::ids::SessionId;
 use crate::llm::ModelOptions;
-use crate::queue::{DispatchError, NewRun, OnBusy, RunRow};
+use crate::queue::{DispatchError, NewRun, OnBusy, RunRow, Stamp};
 
 /// A turn's input as stored on the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,23 +54,29 @@ pub async fn start_run(
     })?;
     let tools = offered_tools(state, model.agent.as_ref());
     let max_steps = model.agent.as_ref().and_then(|a| a.max_steps).unwrap_or(state.config().max_steps);
-    let decision = state.resolver().resolve(state.db(), &principal.org).await;
-    let profile = ResolvedProfile {
-        runner: decision.runner.clone(),
+    let mut profile = ResolvedProfile {
+        runner: String::new(),
         model: input.model.clone(),
         provider: model.provider,
         tools,
         max_steps,
         auth_mode: if principal.user.is_some() { AuthMode::UserJwt } else { AuthMode::ApiKey },
-        runner_reason: decision.reason,
+        runner_reason: String::new(),
     };
+    let (resolver, org) = (state.resolver().clone(), principal.org.clone());
+    // The runner is resolved inside the dispatch transaction: one round trip, one snapshot.
+    let stamp = Box::new(move |conn: &rusqlite::Connection| {
+        let decision = resolver.decide_with(conn, &org);
+        profile.runner.clone_from(&decision.runner);
+        profile.runner_reason = decision.reason;
+        Stamp { runner: decision.runner, profile: serde_json::to_value(&profile).unwrap_or_default() }
+    });
     let new = NewRun {
         org: principal.org.clone(),
         user: principal.user.clone(),
         session,
         on_busy,
-        runner: decision.runner,
-        profile: serde_json::to_value(&profile).map_err(|_| ApiError::Internal)?,
+        stamp,
         input: serde_json::to_value(&input).map_err(|_| ApiError::Internal)?,
     };
     state.queue().dispatch(new).await.map_err(|e| match e {

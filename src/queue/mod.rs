@@ -45,7 +45,6 @@ pub enum OnBusy {
 }
 
 /// A run to dispatch.
-#[derive(Debug, Clone)]
 pub struct NewRun {
     /// Owner organization.
     pub org: OrgId,
@@ -55,12 +54,28 @@ pub struct NewRun {
     pub session: Option<SessionId>,
     /// Double-texting policy.
     pub on_busy: OnBusy,
-    /// The stamped runner.
-    pub runner: String,
-    /// The stamped profile.
-    pub profile: Value,
+    /// Resolves the runner and the profile to stamp, inside the dispatch transaction.
+    pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
     /// The turn's input.
     pub input: Value,
+}
+
+/// The runner and resolved profile stamped on a dispatched run and its session.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The runner.
+    pub runner: String,
+    /// The resolved profile.
+    pub profile: Value,
+}
+
+impl std::fmt::Debug for NewRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRun")
+            .field("org", &self.org)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a dispatch was refused.
@@ -151,9 +166,8 @@ impl Queue {
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
     pub async fn dispatch(&self, new: NewRun) -> Result<RunRow, DispatchError> {
-        let runner = new.runner.clone();
         let run = self.db.write(move |conn| insert_dispatch(conn, new)).await??;
-        self.waker(&runner).notify_one();
+        self.waker(&run.runner).notify_one();
         crate::telemetry::event_line(json!({
             "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
             "resolvedProfile": run.resolved_profile,
@@ -378,6 +392,7 @@ fn insert_dispatch(
     new: NewRun,
 ) -> Result<Result<RunRow, DispatchError>, DbError> {
     let now = now_ms();
+    let Stamp { runner, profile } = (new.stamp)(conn);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
     }
@@ -399,8 +414,8 @@ fn insert_dispatch(
                 organization_id: new.org.clone(),
                 user_id: new.user.clone(),
                 status: "running".into(),
-                runner: Some(new.runner.clone()),
-                resolved_profile: new.profile.clone(),
+                runner: Some(runner.clone()),
+                resolved_profile: profile.clone(),
                 created_at: now,
                 updated_at: now,
             };
@@ -408,15 +423,15 @@ fn insert_dispatch(
             session.id
         }
     };
-    sessions::stamp_session(conn, &session_id, &new.runner, &new.profile, now)?;
+    sessions::stamp_session(conn, &session_id, &runner, &profile, now)?;
     let run = RunRow {
         id: RunId::new(),
         session_id,
         organization_id: new.org,
         user_id: new.user,
         status: RunStatus::Queued,
-        runner: new.runner,
-        resolved_profile: new.profile,
+        runner,
+        resolved_profile: profile,
         claimed_by: None,
         attempt: 1,
         lease_expires_at: None,

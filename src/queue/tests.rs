@@ -24,8 +24,10 @@ fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
         user: None,
         session,
         on_busy: OnBusy::Enqueue,
-        runner: runner.into(),
-        profile: json!({"runner": runner}),
+        stamp: {
+            let runner = runner.to_owned();
+            Box::new(move |_| Stamp { profile: json!({"runner": runner}), runner })
+        },
         input: json!({"model": "echo", "messages": []}),
     }
 }

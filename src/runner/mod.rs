@@ -8,20 +8,38 @@ use crate::ids::OrgId;
 /// Resolves the runner of new dispatches.
 #[derive(Debug, Clone)]
 pub struct Resolver {
-    rules: ResolverRules,
+    rules: std::sync::Arc<ResolverRules>,
 }
 
 impl Resolver {
     /// A resolver with these rules.
     #[must_use]
     pub fn new(rules: ResolverRules) -> Self {
-        Self { rules }
+        Self { rules: std::sync::Arc::new(rules) }
     }
 
     /// The rules.
     #[must_use]
     pub fn rules(&self) -> &ResolverRules {
         &self.rules
+    }
+
+    /// Decides the runner for `org` with a connection the caller holds (inside the dispatch
+    /// transaction, saving a round trip). Never fails: a read error resolves to the default.
+    #[must_use]
+    pub fn decide_with(&self, conn: &rusqlite::Connection, org: &OrgId) -> Decision {
+        if !self.rules.flags_enabled {
+            return self.rules.decide(org.as_str(), &OrgFlags::Missing);
+        }
+        let flags = match organizations::find_organization(conn, org) {
+            Ok(Some(org)) => OrgFlags::Found(org.features),
+            Ok(None) => OrgFlags::Missing,
+            Err(e) => {
+                tracing::warn!(error = %e, org.id = %org, "could not read runner flags; using the default runner");
+                OrgFlags::Error(e.to_string())
+            }
+        };
+        self.rules.decide(org.as_str(), &flags)
     }
 
     /// Decides the runner for `org`. Never fails: any problem reading the flags resolves to the
