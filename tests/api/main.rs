@@ -7,8 +7,14 @@
 // `cfg(test)` always holds in this test binary; it marks the modules as test code for clippy, so
 // `allow-unwrap-in-tests` and friends (clippy.toml) cover their helpers as well as their tests.
 #[cfg(test)]
+mod auth;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod foundation;
+#[cfg(test)]
+mod runs;
+#[cfg(test)]
+mod streams;
 #[cfg(test)]
 mod support;

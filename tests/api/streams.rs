@@ -1,0 +1,387 @@
+//! A run's event log over the Durable Streams read protocol: replay, offsets, long-poll, SSE,
+//! `Last-Event-ID` resumption, and replay after a crash.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::runs::{Api, PATIENCE, assert_error, echo, header, options, terminal_count, types};
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Frame {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+impl Frame {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("frame data is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Reads an SSE response frame by frame.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    /// Opens `GET /v1/runs/{id}/events?offset=OFFSET&live=sse`, optionally with `Last-Event-ID`.
+    async fn open(api: &Api, id: &str, offset: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = api.request(Method::GET, &format!("/v1/runs/{id}/events?offset={offset}&live=sse"));
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.expect("open SSE");
+        assert_eq!(response.status(), 200);
+        let content_type = header(response.headers(), "content-type").unwrap_or_default().to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        Self { response, buffer: String::new() }
+    }
+
+    /// The next frame (comments skipped), or `None` when the server closed the stream.
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(frame) = parse_frame(&block) {
+                    return Some(frame);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE bytes within {PATIENCE:?}; so far: {}", self.buffer))
+                .expect("read SSE");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n")),
+                None => {
+                    assert!(self.buffer.trim().is_empty(), "stream ended mid-frame: {}", self.buffer);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Every frame until the server closes the stream.
+    async fn read_until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next().await {
+            frames.push(frame);
+            assert!(frames.len() < 10_000, "the stream never closed");
+        }
+        frames
+    }
+}
+
+fn parse_frame(block: &str) -> Option<Frame> {
+    let (mut event, mut id, mut data) = (None, None, Vec::new());
+    for line in block.lines() {
+        if line.starts_with(':') || line.is_empty() {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = Some(value.to_owned()),
+            "id" => id = Some(value.to_owned()),
+            "data" => data.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    if event.is_none() && data.is_empty() {
+        return None;
+    }
+    Some(Frame { event: event.unwrap_or_else(|| "message".into()), id, data: data.join("\n") })
+}
+
+/// Checks the framing of a complete SSE read and returns the events of its `data` frames.
+fn sse_events(frames: &[Frame]) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut last_id: Option<String> = None;
+    for frame in frames {
+        match frame.event.as_str() {
+            "data" => {
+                let batch = frame.json();
+                let batch = batch.as_array().expect("a data frame holds an array");
+                assert!(!batch.is_empty(), "empty data frame: {frame:?}");
+                let last_seq = batch.last().unwrap()["seq"].to_string();
+                assert_eq!(
+                    frame.id.as_deref(),
+                    Some(last_seq.as_str()),
+                    "id = the offset after it: {frame:?}"
+                );
+                last_id = frame.id.clone();
+                events.extend(batch.iter().cloned());
+            }
+            "control" => {
+                let control = frame.json();
+                assert!(control["streamNextOffset"].is_string(), "{control}");
+                assert!(control["streamCursor"].is_string(), "{control}");
+                assert!(control["upToDate"].is_boolean(), "{control}");
+                if let Some(id) = &last_id {
+                    assert_eq!(control["streamNextOffset"], json!(id), "{control}");
+                }
+            }
+            other => panic!("unexpected SSE event `{other}`: {frame:?}"),
+        }
+    }
+    let last = frames.last().expect("at least one frame");
+    assert_eq!(last.event, "control", "the stream ends with a control frame: {frames:?}");
+    let control = last.json();
+    assert_eq!(control["streamClosed"], true, "{control}");
+    assert_eq!(control["upToDate"], true, "{control}");
+    events
+}
+
+fn seqs(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["seq"].as_i64().expect("a seq")).collect()
+}
+
+/// Starts a run and waits for it to end; returns its id.
+async fn finished_run(api: &Api, text: &str) -> String {
+    let run = api.start(&echo(text)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    assert_eq!(api.wait_end(&id).await["status"], "completed");
+    id
+}
+
+#[tokio::test]
+async fn replay_from_the_start_numbers_events_from_1_and_closes_on_the_terminal_event() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let id = finished_run(&api, "alpha beta gamma").await;
+
+    let (headers, events) = api.events(&id, "offset=-1").await;
+    let n = i64::try_from(events.len()).unwrap();
+    assert_eq!(seqs(&events), (1..=n).collect::<Vec<_>>(), "{events:?}");
+    let kinds = types(&events);
+    assert_eq!(kinds[0], "run.queued", "{kinds:?}");
+    assert_eq!(terminal_count(&kinds), 1, "{kinds:?}");
+    assert_eq!(*kinds.last().unwrap(), "run.completed", "{kinds:?}");
+    for event in &events {
+        assert!(event["created_at"].as_i64().is_some_and(|t| t > 1_577_836_800_000), "{event}");
+        assert!(event.get("data").is_some(), "{event}");
+    }
+    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-up-to-date"), Some("true"));
+    assert_eq!(header(&headers, "stream-closed"), Some("true"));
+
+    let (_, from_zero) = api.events(&id, "offset=0").await;
+    assert_eq!(from_zero, events, "offset=0 also reads from the start");
+    let (_, no_offset) = api.events(&id, "").await;
+    assert_eq!(no_offset, events);
+}
+
+#[tokio::test]
+async fn offsets_resume_after_a_seq_and_now_reads_the_tail() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let id = finished_run(&api, "one two three four").await;
+    let full = api.all_events(&id).await;
+    let n = i64::try_from(full.len()).unwrap();
+    assert!(n > 3, "{full:?}");
+
+    let (headers, rest) = api.events(&id, "offset=2").await;
+    assert_eq!(rest, full[2..], "offset=2 returns the events after seq 2");
+    assert!(seqs(&rest).iter().all(|s| *s > 2));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-closed"), Some("true"));
+
+    let (headers, none) = api.events(&id, &format!("offset={n}")).await;
+    assert_eq!(none, Vec::<Value>::new());
+    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-up-to-date"), Some("true"));
+    assert_eq!(header(&headers, "stream-closed"), Some("true"));
+
+    let (headers, tail) = api.events(&id, "offset=now").await;
+    assert_eq!(tail, Vec::<Value>::new());
+    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-closed"), Some("true"));
+
+    for bad in ["offset=abc", "offset=-2", "live=forever"] {
+        let response = api.request(Method::GET, &format!("/v1/runs/{id}/events?{bad}")).send().await.unwrap();
+        assert_error(response, 400, "invalid_request").await;
+    }
+    let missing = api.request(Method::GET, "/v1/runs/run_nosuchrun/events").send().await.unwrap();
+    assert_error(missing, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn long_poll_answers_at_once_when_an_event_arrives() {
+    // Every run goes to `go`, which has no worker here: nothing happens unless we act.
+    let hearth = options().env("HEARTH_RUNNER_RAMP", "go=100").start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo("waiting")).await;
+    let id = run["id"].as_str().unwrap();
+
+    // Available events are answered without waiting.
+    let response = api
+        .request(Method::GET, &format!("/v1/runs/{id}/events?offset=-1&live=long-poll"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(types(&events), ["run.queued"]);
+
+    let (headers, tail) = api.events(id, "offset=now").await;
+    assert_eq!(tail, Vec::<Value>::new());
+    assert_eq!(header(&headers, "stream-next-offset"), Some("1"));
+    assert_eq!(header(&headers, "stream-closed"), None, "a queued run's stream is open");
+
+    // A long-poll waiting at the tail is answered as soon as the run is cancelled.
+    let started = Instant::now();
+    let poll = async {
+        api.request(Method::GET, &format!("/v1/runs/{id}/events?offset=1&live=long-poll"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api.cancel(id).await
+    };
+    let (response, (cancel_status, _)) = tokio::join!(poll, cancel);
+    let elapsed = started.elapsed();
+    assert_eq!(cancel_status, 200);
+    assert_eq!(response.status(), 200);
+    assert!(elapsed < Duration::from_secs(20), "the long-poll was not woken by the event: {elapsed:?}");
+    let headers = response.headers().clone();
+    let events: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(types(&events), ["run.cancelled"], "{events:?}");
+    assert_eq!(events[0]["seq"], 2);
+    assert_eq!(header(&headers, "stream-next-offset"), Some("2"));
+    assert_eq!(header(&headers, "stream-closed"), Some("true"));
+    assert!(header(&headers, "stream-cursor").is_some(), "{headers:?}");
+
+    // At the end of a closed stream there is nothing to wait for: 204 at once.
+    let started = Instant::now();
+    let response = api
+        .request(Method::GET, &format!("/v1/runs/{id}/events?offset=2&live=long-poll"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(header(response.headers(), "stream-closed"), Some("true"));
+    assert_eq!(header(response.headers(), "stream-next-offset"), Some("2"));
+}
+
+#[tokio::test]
+async fn long_poll_without_news_answers_204_after_its_wait() {
+    let hearth = options().env("HEARTH_RUNNER_RAMP", "go=100").start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo("nobody will run this")).await;
+    let id = run["id"].as_str().unwrap();
+    let started = Instant::now();
+    let response = api
+        .request(Method::GET, &format!("/v1/runs/{id}/events?offset=now&live=long-poll"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    // It waited (up to 30 s by the protocol) rather than answering at once.
+    assert!(started.elapsed() >= Duration::from_secs(20), "{:?}", started.elapsed());
+    let headers = response.headers();
+    assert_eq!(header(headers, "stream-next-offset"), Some("1"));
+    assert_eq!(header(headers, "stream-up-to-date"), Some("true"));
+    assert_eq!(header(headers, "stream-closed"), None);
+    assert!(header(headers, "stream-cursor").is_some(), "{headers:?}");
+}
+
+#[tokio::test]
+async fn sse_streams_a_live_run_from_the_start_until_it_closes() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo(r#"call:test__sleep {"ms":1000}"#)).await;
+    let id = run["id"].as_str().unwrap();
+    let stream_url = run["stream_url"].as_str().unwrap();
+    assert_eq!(stream_url, format!("/v1/runs/{id}/events?offset=-1&live=sse"));
+
+    let mut reader = SseReader::open(&api, id, "-1", None).await;
+    let frames = reader.read_until_closed().await;
+    let streamed = sse_events(&frames);
+    let replay = api.all_events(id).await;
+    assert_eq!(streamed, replay, "SSE delivers exactly the event log");
+    let kinds = types(&streamed);
+    assert_eq!(terminal_count(&kinds), 1);
+    assert_eq!(*kinds.last().unwrap(), "run.completed", "{kinds:?}");
+    assert!(kinds.contains(&"tool.started") && kinds.contains(&"tool.finished"), "{kinds:?}");
+
+    // A finished run streams its whole log at once and closes.
+    let frames = SseReader::open(&api, id, "-1", None).await.read_until_closed().await;
+    assert_eq!(sse_events(&frames), replay);
+}
+
+#[tokio::test]
+async fn sse_reconnect_with_last_event_id_resumes_exactly_after_it() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+
+    // A finished run: Last-Event-ID wins over the URL's offset (what EventSource resends).
+    let done = finished_run(&api, "resume me from the middle").await;
+    let full = api.all_events(&done).await;
+    let frames = SseReader::open(&api, &done, "-1", Some("2")).await.read_until_closed().await;
+    let resumed = sse_events(&frames);
+    assert_eq!(resumed, full[2..], "events after seq 2");
+
+    // A live run: read the first data frame, drop the connection, reconnect with its id.
+    let run = api.start(&echo(r#"call:test__sleep {"ms":2000}"#)).await;
+    let id = run["id"].as_str().unwrap();
+    let mut first = SseReader::open(&api, id, "-1", None).await;
+    let data = loop {
+        let frame = first.next().await.expect("a data frame before the stream ends");
+        if frame.event == "data" {
+            break frame;
+        }
+    };
+    drop(first);
+    let last_id = data.id.clone().expect("data frames carry an id");
+    let before: Vec<Value> = data.json().as_array().unwrap().clone();
+    assert_eq!(before.last().unwrap()["seq"].to_string(), last_id);
+
+    let frames = SseReader::open(&api, id, "-1", Some(&last_id)).await.read_until_closed().await;
+    let after = sse_events(&frames);
+    if let Some(first_after) = after.first() {
+        assert_eq!(first_after["seq"].as_i64(), Some(last_id.parse::<i64>().unwrap() + 1), "{after:?}");
+    }
+    let mut joined = before;
+    joined.extend(after);
+    assert_eq!(joined, api.all_events(id).await, "no event lost or repeated across the reconnect");
+    assert_eq!(types(&joined).last(), Some(&"run.completed"));
+}
+
+#[tokio::test]
+async fn a_finished_runs_stream_replays_identically_after_a_crash() {
+    let mut hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let tool_run = api.start(&echo(r#"call:test__echo {"text":"kept"}"#)).await;
+    let tool_id = tool_run["id"].as_str().unwrap().to_owned();
+    let text_id = finished_run(&api, "survive the crash").await;
+    assert_eq!(api.wait_end(&tool_id).await["status"], "completed");
+
+    let mut before = Vec::new();
+    for id in [&tool_id, &text_id] {
+        let (headers, events) = api.events(id, "offset=-1").await;
+        assert_eq!(header(&headers, "stream-closed"), Some("true"));
+        before.push((api.run(id).await, events));
+    }
+
+    hearth.kill9();
+    hearth.restart().await;
+    let api = Api::new(&hearth);
+    for (id, (run, events)) in [&tool_id, &text_id].into_iter().zip(&before) {
+        let (headers, replay) = api.events(id, "offset=-1").await;
+        assert_eq!(&replay, events, "run {id}'s log changed across the crash");
+        assert_eq!(header(&headers, "stream-closed"), Some("true"));
+        let n = events.len().to_string();
+        assert_eq!(header(&headers, "stream-next-offset"), Some(n.as_str()));
+        assert_eq!(&api.run(id).await, run, "run {id} changed across the crash");
+        let frames = SseReader::open(&api, id, "-1", None).await.read_until_closed().await;
+        assert_eq!(&sse_events(&frames), events);
+    }
+}
