@@ -13,9 +13,6 @@ CREATE TABLE agent_sessions (
 ) STRICT;
 CREATE INDEX sessions_by_org ON agent_sessions (organization_id, updated_at DESC);
 CREATE INDEX sessions_by_user ON agent_sessions (organization_id, user_id, updated_at DESC);
-CREATE INDEX sessions_by_status ON agent_sessions (status, updated_at DESC);
-CREATE INDEX sessions_by_runner ON agent_sessions (runner, updated_at DESC);
-CREATE INDEX sessions_by_updated ON agent_sessions (updated_at DESC);
 
 CREATE TABLE messages (
     session_id    TEXT NOT NULL REFERENCES agent_sessions(id) ON DELETE CASCADE,
@@ -58,7 +55,6 @@ CREATE INDEX runs_queued ON runs (runner) WHERE status = 'queued';
 CREATE INDEX runs_by_session ON runs (session_id, status);
 CREATE INDEX runs_by_worker ON runs (claimed_by) WHERE status IN ('claimed', 'running');
 CREATE INDEX runs_by_lease ON runs (lease_expires_at) WHERE status IN ('claimed', 'running');
-CREATE INDEX runs_by_org ON runs (organization_id, created_at DESC);
 CREATE INDEX runs_failed ON runs (finished_at DESC) WHERE status = 'failed';
 
 CREATE TABLE run_events (

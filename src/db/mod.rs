@@ -35,6 +35,9 @@ PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 PRAGMA temp_store = MEMORY;";
 
+/// Prepared statements kept per connection: more than hearth has, so hot paths never re-parse.
+const STATEMENT_CACHE: usize = 256;
+
 /// How many queued write jobs one transaction may take at most.
 const MAX_BATCH: usize = 512;
 
@@ -94,7 +97,11 @@ impl Db {
         }
         let writer_conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         writer_conn.execute_batch(PRAGMAS).map_err(|e| open_err(e.to_string()))?;
-        let manager = SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(PRAGMAS));
+        writer_conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            c.execute_batch(PRAGMAS)
+        });
         let pool = r2d2::Pool::builder()
             .max_size(readers.max(1))
             .min_idle(Some(1))
@@ -170,11 +177,14 @@ fn run_in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|_| Err(DbError::Task("a write job panicked".into())));
-    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(end)?;
+    if result.is_ok() {
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    } else {
+        conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+    }
     result
 }
 

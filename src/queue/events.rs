@@ -1,9 +1,9 @@
 //! Run events: the writer that coalesces and persists them, and the in-memory hub that wakes
 //! live readers once they are committed.
 //!
-//! Live readers never get an event that is not yet durable: the hub only carries "the log of run
-//! R now ends at seq N", published after the commit; readers then read the log from SQLite. So a
-//! stream read live and a stream replayed after a restart are the same bytes.
+//! Live readers never get an event that is not yet durable: the hub carries each batch only after
+//! its commit. A caught-up reader takes the batch from memory; one that fell behind reads the log
+//! from SQLite. So a stream read live and a stream replayed after a restart are the same events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,28 +75,37 @@ impl Drop for Subscription {
 }
 
 /// Writes a run's events while it executes: coalesces text deltas, batches writes through the
-/// single writer, publishes each committed batch. No delay is added: while one batch commits,
-/// the next accumulates.
+/// single writer, publishes each committed batch. A streamed turn's first event is written at
+/// once (time to first token); later events gather for up to [`COALESCE`] or [`COALESCE_BYTES`]
+/// per write. What is still pending when the turn ends is written with its terminal event, in
+/// the same transaction.
 pub struct EventSink {
     tx: mpsc::UnboundedSender<(EventType, Value)>,
-    flusher: tokio::task::JoinHandle<i64>,
+    flusher: tokio::task::JoinHandle<(i64, Vec<(EventType, Value)>)>,
 }
 
+/// Longest an event waits for company before it is written.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
+/// Pending text that triggers a write at once.
+pub const COALESCE_BYTES: usize = 512;
+
 impl EventSink {
-    /// Starts a sink for `run` whose next event gets `next_seq`.
+    /// Starts a sink for `run` whose next event gets `next_seq`; `eager_first` writes the first
+    /// event without waiting (streamed turns).
     #[must_use]
-    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64) -> Self {
+    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, eager_first: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         // Ends when the sink's sender is dropped in `finish`, so shutdown never waits on it alone.
         #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
-        let flusher = tokio::spawn(flush_loop(db, hub, run, next_seq, rx));
+        let flusher = tokio::spawn(flush_loop(db, hub, run, next_seq, eager_first, rx));
         Self { tx, flusher }
     }
 
-    /// Flushes what is pending and returns the seq the next event would get.
-    pub async fn finish(self, fallback_next_seq: i64) -> i64 {
+    /// Stops the sink: returns the seq the next event gets and the events not yet written,
+    /// which the caller writes with the terminal event.
+    pub async fn finish(self, fallback_next_seq: i64) -> (i64, Vec<(EventType, Value)>) {
         drop(self.tx);
-        self.flusher.await.unwrap_or(fallback_next_seq)
+        self.flusher.await.unwrap_or((fallback_next_seq, Vec::new()))
     }
 }
 
@@ -107,17 +116,49 @@ impl Emit for EventSink {
     }
 }
 
+fn pending_bytes(events: &[(EventType, Value)]) -> usize {
+    events.iter().map(|(_, d)| d.get("text").and_then(Value::as_str).map_or(64, str::len)).sum()
+}
+
+/// Gathers events for up to [`COALESCE`]; returns false when the sink was closed meanwhile.
+async fn gather(
+    rx: &mut mpsc::UnboundedReceiver<(EventType, Value)>,
+    pending: &mut Vec<(EventType, Value)>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + COALESCE;
+    while pending_bytes(pending) < COALESCE_BYTES {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => pending.push(event),
+                None => return false,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    true
+}
+
 async fn flush_loop(
     db: Db,
     hub: Arc<EventHub>,
     run: RunId,
     mut next_seq: i64,
+    mut eager: bool,
     mut rx: mpsc::UnboundedReceiver<(EventType, Value)>,
-) -> i64 {
+) -> (i64, Vec<(EventType, Value)>) {
     while let Some(first) = rx.recv().await {
         let mut pending = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            pending.push(more);
+        let open = if eager {
+            eager = false;
+            while let Ok(more) = rx.try_recv() {
+                pending.push(more);
+            }
+            true
+        } else {
+            gather(&mut rx, &mut pending).await
+        };
+        if !open {
+            return (next_seq, coalesce(pending));
         }
         let now = now_ms();
         let events: Vec<RunEvent> = coalesce(pending)
@@ -136,7 +177,7 @@ async fn flush_loop(
             Err(e) => tracing::error!(error = %e, run.id = %run, "could not store run events"),
         }
     }
-    next_seq
+    (next_seq, Vec::new())
 }
 
 /// Merges consecutive text deltas into one event.

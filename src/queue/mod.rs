@@ -118,6 +118,8 @@ pub struct Completion {
     pub messages: Vec<Message>,
     /// Time spent waiting on upstream model calls, in ms (recorded in the terminal event).
     pub upstream_ms: f64,
+    /// Events not yet written, stored just before the terminal event in the same transaction.
+    pub tail: Vec<(EventType, Value)>,
 }
 
 /// The queue service.
@@ -257,7 +259,8 @@ impl Queue {
         Ok(started)
     }
 
-    /// Ends a held run (fenced on worker and attempt) with its terminal event at `seq`.
+    /// Ends a held run (fenced on worker and attempt): its pending tail events from `seq` on,
+    /// then its terminal event.
     /// Returns false when the run had moved on (a stale holder).
     ///
     /// # Errors
@@ -273,8 +276,16 @@ impl Queue {
             (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
         let kind = EventType::terminal_for(done.status).unwrap_or(EventType::Failed);
         let now = now_ms();
-        let terminal: Arc<[RunEvent]> =
-            Arc::from(vec![RunEvent { seq, kind, data: terminal_data(&done), created_at: now }]);
+        let mut events: Vec<RunEvent> = done
+            .tail
+            .iter()
+            .cloned()
+            .zip(seq..)
+            .map(|((kind, data), seq)| RunEvent { seq, kind, data, created_at: now })
+            .collect();
+        let terminal_seq = seq + i64::try_from(events.len()).unwrap_or(0);
+        events.push(RunEvent { seq: terminal_seq, kind, data: terminal_data(&done), created_at: now });
+        let terminal: Arc<[RunEvent]> = Arc::from(events);
         let stored = Arc::clone(&terminal);
         let finished = self
             .db

@@ -94,6 +94,7 @@ async fn one_session_runs_first_in_first_out_and_reject_refuses() {
         error: None,
         messages: vec![Message::text(crate::domain::message::Role::User, "hi")],
         upstream_ms: 0.0,
+        tail: Vec::new(),
     };
     assert!(queue.finish(&claimed.run, "w", claimed.next_seq + 1, done.clone()).await.unwrap());
     // Idempotent and fenced: finishing again, or by another worker, changes nothing.

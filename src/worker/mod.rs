@@ -150,11 +150,21 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
     let started_seq = if run.status == RunStatus::Running { claimed.next_seq } else { claimed.next_seq + 1 };
     let (completion, next_seq) = match build_turn(state, &claimed) {
         Ok((turn, input_messages)) => {
-            let sink =
-                EventSink::start(state.db().clone(), Arc::clone(queue.hub()), run.id.clone(), started_seq);
+            let eager = turn.stream;
+            let sink = EventSink::start(
+                state.db().clone(),
+                Arc::clone(queue.hub()),
+                run.id.clone(),
+                started_seq,
+                eager,
+            );
+            let upstream = Arc::clone(&turn.upstream_nanos);
             let outcome = agent::run_turn(turn, &sink, &cancel).await;
-            let next = sink.finish(started_seq).await;
-            (completion_of(outcome, input_messages), next)
+            let (next, tail) = sink.finish(started_seq).await;
+            let mut completion = completion_of(outcome, input_messages);
+            completion.upstream_ms = upstream.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+            completion.tail = tail;
+            (completion, next)
         }
         Err(message) => (failure(&message, "invalid_run"), started_seq),
     };
@@ -217,6 +227,7 @@ fn failure(message: &str, code: &str) -> Completion {
         error: Some(json!({"message": message, "code": code})),
         messages: Vec::new(),
         upstream_ms: 0.0,
+        tail: Vec::new(),
     }
 }
 
@@ -236,6 +247,7 @@ fn completion_of(outcome: Outcome, input_messages: Vec<crate::domain::message::M
                 error: None,
                 messages: all,
                 upstream_ms: 0.0,
+                tail: Vec::new(),
             }
         }
         Outcome::Failed { message, code, usage } => {
@@ -248,6 +260,7 @@ fn completion_of(outcome: Outcome, input_messages: Vec<crate::domain::message::M
             error: Some(json!({"message": "cancelled on request", "code": "cancelled"})),
             messages: Vec::new(),
             upstream_ms: 0.0,
+            tail: Vec::new(),
         },
     }
 }

@@ -181,5 +181,13 @@ def test_a_chat_turn_is_a_run(client: openai.OpenAI, hearth: Hearth) -> None:
         "as a run", "echo: as a run", "second turn", "echo: second turn"]
 
 
+def test_server_timing_separates_hearth_from_upstream(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=model("openai", "slow:300"), messages=[{"role": "user", "content": "timing"}])
+    timing = dict(part.strip().split(";dur=") for part in raw.headers["server-timing"].split(","))
+    assert float(timing["upstream"]) >= 250, timing
+    assert 0 <= float(timing["hearth"]) < 250, timing
+
+
 def test_models_lists_echo(client: openai.OpenAI) -> None:
     assert "echo" in [m.id for m in client.models.list().data]
