@@ -74,6 +74,9 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         "listening"
     );
     watch_signals(&state);
+    if role.is_writer() {
+        checkpoint_in_background(&state);
+    }
     server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
     finish(&state, &db).await;
     Ok(())
@@ -108,6 +111,23 @@ fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Resu
         ))
         .into()),
     }
+}
+
+/// Checkpoints the WAL every second, off the request path (the writer never checkpoints).
+fn checkpoint_in_background(state: &AppState) {
+    let state2 = state.clone();
+    state.tasks().spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = state2.shutdown().cancelled() => return,
+            }
+            if let Err(e) = state2.db().checkpoint().await {
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            }
+        }
+    });
 }
 
 /// Cancels the app's shutdown token on SIGTERM or SIGINT.

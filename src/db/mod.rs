@@ -1,10 +1,11 @@
-//! The SQLite store: a pool of reader connections and one writer thread that batches commits.
+//! The SQLite store: a pool of reader connections and one writer connection that batches commits.
 //!
 //! Every connection gets the pragmas of SPEC §2. Reads run on the blocking pool with a pooled
-//! connection. Writes never race: they are closures sent to one writer thread, which opens a
-//! `BEGIN IMMEDIATE` transaction, runs every job waiting in its queue (each inside its own
+//! connection. Writes never race: they are closures queued for the one writer connection. The
+//! caller that finds the writer free becomes the *leader*: on its own thread, it opens a
+//! `BEGIN IMMEDIATE` transaction, runs every job waiting in the queue (each inside its own
 //! savepoint, so one failing job rolls back alone), commits once, and only then answers each
-//! caller. Many concurrent writers therefore cost one fsync-free WAL commit per batch (group
+//! caller. A lone writer thus pays no thread hand-off, and concurrent writers share commits. Many concurrent writers therefore cost one fsync-free WAL commit per batch (group
 //! commit) and never see `SQLITE_BUSY` from each other; LiteFS sees few transactions.
 
 pub mod admin_tokens;
@@ -19,9 +20,9 @@ pub mod sessions;
 pub mod users;
 pub mod workers;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -56,7 +57,7 @@ pub enum DbError {
     /// The batch this write belonged to failed to commit.
     #[error("commit failed: {0}")]
     Commit(Arc<rusqlite::Error>),
-    /// The writer thread has stopped (the store is closing).
+    /// The write was dropped before it ran (the store is closing).
     #[error("the database writer has stopped")]
     WriterGone,
     /// A blocking task panicked or was cancelled.
@@ -77,11 +78,17 @@ type Deliver = Box<dyn FnOnce(Option<&Arc<rusqlite::Error>>) + Send>;
 /// opening), it runs and returns how to answer its caller once the commit outcome is known.
 type Job = Box<dyn FnOnce(Result<&Connection, &Arc<rusqlite::Error>>) -> Deliver + Send>;
 
+/// The one writer connection and the jobs waiting for it.
+struct Writer {
+    conn: Mutex<Connection>,
+    queue: Mutex<VecDeque<Job>>,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: mpsc::Sender<Job>,
+    writer: Arc<Writer>,
     path: Arc<PathBuf>,
 }
 
@@ -98,6 +105,9 @@ impl Db {
         let writer_conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         writer_conn.execute_batch(PRAGMAS).map_err(|e| open_err(e.to_string()))?;
         writer_conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Commits run on request threads: they must not also copy the WAL back into the database
+        // now and then. `checkpoint` does that in the background instead.
+        writer_conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(|e| open_err(e.to_string()))?;
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
             c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             c.execute_batch(PRAGMAS)
@@ -108,12 +118,8 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| open_err(e.to_string()))?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("hearth-db-writer".into())
-            .spawn(move || writer_loop(&writer_conn, &rx))
-            .map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { pool, writer: tx, path: Arc::new(path.to_path_buf()) })
+        let writer = Arc::new(Writer { conn: Mutex::new(writer_conn), queue: Mutex::new(VecDeque::new()) });
+        Ok(Self { pool, writer, path: Arc::new(path.to_path_buf()) })
     }
 
     /// The database file.
@@ -122,24 +128,19 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` with a pooled read connection on the blocking pool.
+    /// Runs `f` with a pooled read connection. Reads in WAL mode never wait on writers, and
+    /// hearth's reads are short indexed lookups, so they run on the caller's thread: a hand-off
+    /// to another thread would cost more than the read.
     ///
     /// # Errors
-    /// Whatever `f` returns, or a pool/task failure.
+    /// Whatever `f` returns, or a pool failure.
     pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let conn = pool.get()?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+        let conn = self.pool.get()?;
+        f(&conn)
     }
 
     /// Runs `f` inside the writer's current transaction and answers once it is committed.
@@ -168,7 +169,8 @@ impl Db {
                 let _ = tx.send(answer);
             })
         });
-        self.writer.send(job).map_err(|_| DbError::WriterGone)?;
+        self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
+        self.writer.lead();
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 }
@@ -188,32 +190,66 @@ fn run_in_savepoint<T>(
     result
 }
 
-/// The writer thread: one transaction per batch of queued jobs, until every sender is gone.
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut delivers: Vec<Deliver> = Vec::new();
-        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(Arc::new);
-        if let Err(e) = &begin {
-            tracing::error!(error = %e, "database writer could not begin a transaction");
-        }
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            delivers.push(job(begin.as_ref().map(|()| conn)));
-            if delivers.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+impl Writer {
+    /// Runs queued jobs while the writer is free: whoever gets the connection commits every job
+    /// waiting, then looks again, so no job is left behind when the connection is released.
+    fn lead(&self) {
+        loop {
+            let Ok(conn) = self.conn.try_lock() else { return };
+            let batch: Vec<Job> = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            run_batch(&conn, batch);
+            drop(conn);
+            if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return;
             }
         }
-        let outcome = match begin {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(Arc::new),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, jobs = delivers.len(), "database commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for deliver in delivers {
-            deliver(outcome.as_ref().err());
-        }
+    }
+}
+
+impl Db {
+    /// Copies committed WAL frames back into the database file (`PASSIVE`: never waits on readers
+    /// or writers, and leaves frames Litestream has not read yet to a later pass). Runs on the
+    /// blocking pool; `serve` calls it every second.
+    ///
+    /// # Errors
+    /// On a pool or SQLite failure.
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+}
+
+/// One transaction for a batch of jobs; each caller is answered after the commit.
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    let begin =
+        conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new);
+    if let Err(e) = &begin {
+        tracing::error!(error = %e, "database writer could not begin a transaction");
+    }
+    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(begin.as_ref().map(|()| conn))).collect();
+    let outcome = match begin {
+        Ok(()) => conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, jobs = delivers.len(), "database commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for deliver in delivers {
+        deliver(outcome.as_ref().err());
     }
 }
 
