@@ -142,9 +142,10 @@ pub struct ServeConfig {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub runner_flags: bool,
 
-    /// Embedded workers for the default runner inside `serve`.
-    #[arg(long, env = "HEARTH_WORKERS", value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Runs the embedded worker (default runner, inside `serve`) executes at once. Turns mostly
+    /// wait on the upstream model, so this is a concurrency limit, not a thread count.
+    #[arg(long, env = "HEARTH_WORKERS", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u16).range(1..=65535))]
     pub workers: u16,
 
     /// Run no embedded workers (every run waits for an external worker).

@@ -1,8 +1,9 @@
 //! Workers: the embedded pool inside `hearth serve`, and the execution of one claimed run.
 //!
-//! Embedded workers use the same queue semantics as external ones: they register under stable
-//! names (`HOST/embedded-N`, so a restart gives back what a crashed process held), claim with a
-//! lease, heartbeat, and complete fenced on their attempt.
+//! The embedded worker uses the same queue semantics as external ones: it registers under a
+//! stable name (`HOST/embedded`, so a restart gives back what a crashed process held) with its
+//! capacity (`--workers`, runs at once), claims with a lease, heartbeats, and completes fenced on
+//! the attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,45 +23,44 @@ use crate::runs::RunInput;
 /// dispatched by another process on the same database).
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
-/// Starts `count` embedded workers for `runner`, after giving back what earlier incarnations
-/// of them held.
+/// Starts the embedded worker for `runner`: one registered worker (`HOST/embedded`) that runs up
+/// to `capacity` runs at once, after giving back what an earlier incarnation of it held.
 ///
 /// # Errors
 /// On a storage failure while registering.
-pub async fn start_embedded(state: &AppState, runner: &str, count: usize) -> Result<(), crate::db::DbError> {
+pub async fn start_embedded(
+    state: &AppState,
+    runner: &str,
+    capacity: usize,
+) -> Result<(), crate::db::DbError> {
     let host = hostname();
-    let mut ids = Vec::with_capacity(count);
-    for index in 0..count {
-        let name = format!("{host}/embedded-{index}");
-        let (runner_name, worker_name, hostname) = (runner.to_owned(), name.clone(), host.clone());
-        let (worker_id, given_back) = state
-            .db()
-            .write(move |conn| {
-                let now = now_ms();
-                let new = workers::NewWorker {
-                    name: &worker_name,
-                    runtime: &runner_name,
-                    version: env!("CARGO_PKG_VERSION"),
-                    hostname: &hostname,
-                    capacity: 1,
-                    embedded: true,
-                };
-                let id = workers::upsert_worker(conn, &new, now)?;
-                let given_back = runs::requeue_worker_runs(conn, id.as_str(), now)?;
-                Ok((id, given_back))
-            })
-            .await?;
-        for (run, attempt) in &given_back {
-            tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
-        }
-        let (state, runner) = (state.clone(), runner.to_owned());
-        let tasks = state.tasks().clone();
-        ids.push(worker_id.clone());
-        tasks.spawn(async move { claim_loop(state, runner, worker_id.to_string()).await });
+    let name = format!("{host}/embedded");
+    let (runner_name, worker_name) = (runner.to_owned(), name.clone());
+    let (worker_id, given_back) = state
+        .db()
+        .write(move |conn| {
+            let now = now_ms();
+            let new = workers::NewWorker {
+                name: &worker_name,
+                runtime: &runner_name,
+                version: env!("CARGO_PKG_VERSION"),
+                hostname: &host,
+                capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+                embedded: true,
+            };
+            let id = workers::upsert_worker(conn, &new, now)?;
+            let given_back = runs::requeue_worker_runs(conn, id.as_str(), now)?;
+            Ok((id, given_back))
+        })
+        .await?;
+    for (run, attempt) in &given_back {
+        tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
     }
+    let (claimer, runner) = (state.clone(), runner.to_owned());
+    let id = worker_id.to_string();
+    state.tasks().spawn(async move { claim_loop(claimer, runner, id, capacity).await });
     let heartbeat_state = state.clone();
-    state.tasks().spawn(async move { heartbeat_loop(heartbeat_state, ids).await });
-    state.queue().waker(runner).notify_one();
+    state.tasks().spawn(async move { heartbeat_loop(heartbeat_state, vec![worker_id]).await });
     Ok(())
 }
 
@@ -101,22 +101,41 @@ async fn heartbeat_loop(state: AppState, ids: Vec<crate::ids::WorkerId>) {
     }
 }
 
-async fn claim_loop(state: AppState, runner: String, worker: String) {
+/// Claims runs while a slot is free, executing each in its own task. Arms its wake-up before
+/// looking, so work dispatched in between is never missed.
+async fn claim_loop(state: AppState, runner: String, worker: String, capacity: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
     let waker = state.queue().waker(&runner);
     let shutdown = state.shutdown().clone();
     while !shutdown.is_cancelled() {
-        // Arm the wake-up before looking, so work dispatched in between is not missed.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         match state.queue().claim_and_start(&runner, &worker).await {
-            Ok(Some(claimed)) => execute(&state, claimed, &worker).await,
-            Ok(None) => tokio::select! {
-                () = &mut notified => {}
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(IDLE_RECHECK) => {}
-            },
+            Ok(Some(claimed)) => {
+                let (task_state, task_worker) = (state.clone(), worker.clone());
+                state.tasks().spawn(async move {
+                    execute(&task_state, claimed, &task_worker).await;
+                    drop(slot);
+                });
+            }
+            Ok(None) => {
+                drop(slot);
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(IDLE_RECHECK) => {}
+                }
+            }
             Err(e) => {
+                drop(slot);
                 tracing::error!(error = %e, worker, "claim failed; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

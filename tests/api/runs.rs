@@ -551,3 +551,26 @@ async fn the_kill_switch_ignores_flags_and_ramps() {
     assert!(reason.contains("HEARTH_RUNNER_FLAGS=off"), "{reason}");
     assert_eq!(api.wait_end(run["id"].as_str().unwrap()).await["status"], "completed");
 }
+
+#[tokio::test]
+async fn the_embedded_worker_runs_turns_of_different_sessions_at_once_up_to_its_capacity() {
+    let hearth = options().env("HEARTH_WORKERS", "4").start().await;
+    let api = Api::new(&hearth);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let run = api.start(&echo(r#"call:test__sleep {"ms":1200}"#)).await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let mut runs = Vec::new();
+    for id in &ids {
+        let run = api.wait_end(id).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        runs.push(run);
+    }
+    let started: Vec<i64> = runs.iter().map(|r| r["started_at"].as_i64().unwrap()).collect();
+    let finished: Vec<i64> = runs.iter().map(|r| r["finished_at"].as_i64().unwrap()).collect();
+    let first_finish = *finished.iter().min().unwrap();
+    // Four slots: four turns overlap, and the other two wait for a free slot.
+    let overlapping = started.iter().filter(|s| **s < first_finish).count();
+    assert_eq!(overlapping, 4, "started {started:?}, first finish {first_finish}");
+}
