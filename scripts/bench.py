@@ -289,7 +289,8 @@ def main():
 
 def run_all(a, hearth, fake_port, data):
     idle = hearth.rss_mb()
-    print(f"hearth {os.environ['HEARTH_BIN']}; {os.cpu_count()} cores; rounds={a.rounds} duration={a.duration}s\n")
+    print(f"hearth {os.environ['HEARTH_BIN']}; {os.cpu_count()} cores; rounds={a.rounds} duration={a.duration}s; "
+          f"hearth log level {os.environ.get('BENCH_HEARTH_LOG', 'warn')} (BENCH_HEARTH_LOG)\n")
     print("| scenario                                     |     direct |     hearth |     added |  ratio | unit  |")
     print("|----------------------------------------------|------------|------------|-----------|--------|-------|")
     results = {}
