@@ -14,7 +14,10 @@
 //! - Claimers arm their wake-up *before* querying, then wait for it: new work wakes them at
 //!   once, never after a polling sleep.
 
+mod dispatch;
 pub mod events;
+
+pub use dispatch::{DispatchError, NewRun, OnBusy, Stamp};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,73 +27,14 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions, users};
+use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions};
 use crate::domain::event::{EventType, RunEvent};
 use crate::domain::message::Message;
 use crate::domain::run::RunStatus;
-use crate::ids::{OrgId, RunId, SessionId};
+use crate::ids::RunId;
 use events::EventHub;
 
 pub use crate::db::runs::RunRow;
-
-/// What to do when a new turn arrives for a session with a run in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnBusy {
-    /// Queue it behind the current one (FIFO per session).
-    #[default]
-    Enqueue,
-    /// Refuse with 409.
-    Reject,
-}
-
-/// A run to dispatch.
-pub struct NewRun {
-    /// Owner organization.
-    pub org: OrgId,
-    /// Owner user, if any.
-    pub user: Option<String>,
-    /// Continue this session, or start a new one.
-    pub session: Option<SessionId>,
-    /// Double-texting policy.
-    pub on_busy: OnBusy,
-    /// Resolves the runner and the profile to stamp, inside the dispatch transaction.
-    pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
-    /// The turn's input.
-    pub input: Value,
-}
-
-/// The runner and resolved profile stamped on a dispatched run and its session.
-#[derive(Debug, Clone)]
-pub struct Stamp {
-    /// The runner.
-    pub runner: String,
-    /// The resolved profile.
-    pub profile: Value,
-}
-
-impl std::fmt::Debug for NewRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewRun")
-            .field("org", &self.org)
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a dispatch was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    /// The session does not exist or is not the caller's.
-    #[error("no session `{0}`")]
-    NoSession(String),
-    /// The session has a run in flight and `on_busy` is `reject`.
-    #[error("session `{0}` has a run in flight (on_busy: reject)")]
-    Busy(String),
-    /// Storage failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
 
 /// A claimed run with what its executor needs.
 #[derive(Debug, Clone)]
@@ -168,7 +112,7 @@ impl Queue {
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
     pub async fn dispatch(&self, new: NewRun) -> Result<RunRow, DispatchError> {
-        let run = self.db.write(move |conn| insert_dispatch(conn, new)).await??;
+        let run = self.db.write(move |conn| dispatch::insert_dispatch(conn, new)).await??;
         self.waker(&run.runner).notify_one();
         crate::telemetry::event_line(json!({
             "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
@@ -396,75 +340,6 @@ fn terminal_data(done: &Completion) -> Value {
         }
         _ => json!({"error": done.error, "usage": done.usage, "upstream_ms": done.upstream_ms}),
     }
-}
-
-fn insert_dispatch(
-    conn: &rusqlite::Connection,
-    new: NewRun,
-) -> Result<Result<RunRow, DispatchError>, DbError> {
-    let now = now_ms();
-    let Stamp { runner, profile } = (new.stamp)(conn);
-    if let Some(user) = &new.user {
-        users::upsert_user(conn, &new.org, user, now)?;
-    }
-    let session_id = match &new.session {
-        Some(id) => {
-            let owned = sessions::find_session(conn, id)?
-                .filter(|s| s.organization_id == new.org && s.user_id == new.user);
-            if owned.is_none() {
-                return Ok(Err(DispatchError::NoSession(id.to_string())));
-            }
-            if new.on_busy == OnBusy::Reject && runs::session_busy(conn, id)? {
-                return Ok(Err(DispatchError::Busy(id.to_string())));
-            }
-            id.clone()
-        }
-        None => {
-            let session = sessions::SessionRow {
-                id: SessionId::new(),
-                organization_id: new.org.clone(),
-                user_id: new.user.clone(),
-                status: "running".into(),
-                runner: Some(runner.clone()),
-                resolved_profile: profile.clone(),
-                created_at: now,
-                updated_at: now,
-            };
-            sessions::insert_session(conn, &session)?;
-            session.id
-        }
-    };
-    sessions::stamp_session(conn, &session_id, &runner, &profile, now)?;
-    let run = RunRow {
-        id: RunId::new(),
-        session_id,
-        organization_id: new.org,
-        user_id: new.user,
-        status: RunStatus::Queued,
-        runner,
-        resolved_profile: profile,
-        claimed_by: None,
-        attempt: 1,
-        lease_expires_at: None,
-        cancel_requested: false,
-        input: new.input,
-        output: None,
-        usage: None,
-        error: None,
-        created_at: now,
-        claimed_at: None,
-        started_at: None,
-        finished_at: None,
-    };
-    runs::insert_run(conn, &run)?;
-    let queued = RunEvent {
-        seq: 1,
-        kind: EventType::Queued,
-        data: json!({"runner": run.runner, "session_id": run.session_id}),
-        created_at: now,
-    };
-    run_events::insert_events(conn, &run.id, &[queued])?;
-    Ok(Ok(run))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::db::{migrate, organizations};
+use crate::ids::{OrgId, SessionId};
 use crate::orgs::new_org;
 
 async fn setup() -> (tempfile::TempDir, Arc<Queue>, OrgId) {
