@@ -1,12 +1,10 @@
 //! The Anthropic Messages API provider: system prompt, messages, tools and tool results, stop
 //! reasons, usage and streaming events translated to and from hearth's types.
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::http::{Upstream, status_error};
-use super::sse::Decoder;
+use super::http::{Answer, Upstream, call};
 use super::{ChatModel, Deltas, ModelError, ModelOutput, ModelRequest, Usage};
 use crate::domain::message::{Message, Role, ToolCall};
 
@@ -239,35 +237,21 @@ impl ChatModel for Anthropic {
     ) -> BoxFuture<'a, Result<ModelOutput, ModelError>> {
         Box::pin(async move {
             let body = request_body(request, request.stream);
-            let response =
-                self.upstream.post("v1/messages", &body, &[("anthropic-version", API_VERSION)]).await?;
-            if !response.status().is_success() {
-                return Err(status_error(response).await);
-            }
-            if !request.stream {
-                let body: Value = response.json().await.map_err(|e| self.upstream.body_error(&e))?;
-                let output = parse_complete(&body)?;
-                if !output.content.is_empty() {
-                    deltas(&output.content);
-                }
-                return Ok(output);
-            }
             let mut state = StreamState::default();
-            let mut decoder = Decoder::default();
-            let mut bytes = response.bytes_stream();
-            while let Some(chunk) = bytes.next().await {
-                let chunk = chunk.map_err(|e| self.upstream.body_error(&e))?;
-                for frame in decoder.feed(&chunk).map_err(ModelError::Protocol)? {
-                    state.event(&frame.data, deltas)?;
+            let on_frame = |data: &str| state.event(data, deltas).map(|()| state.done);
+            let extra = [("anthropic-version", API_VERSION)];
+            match call(&self.upstream, "v1/messages", &body, &extra, request.stream, "message_stop", on_frame)
+                .await?
+            {
+                Answer::Json(body) => {
+                    let output = parse_complete(&body)?;
+                    if !output.content.is_empty() {
+                        deltas(&output.content);
+                    }
+                    Ok(output)
                 }
-                if state.done {
-                    break;
-                }
+                Answer::Streamed => Ok(state.finish()),
             }
-            if !state.done {
-                return Err(ModelError::Protocol("the stream ended before message_stop".into()));
-            }
-            Ok(state.finish())
         })
     }
 }

@@ -94,6 +94,49 @@ fn root_cause(error: &reqwest::Error) -> String {
     source.to_string()
 }
 
+/// What a provider's answer is, once its status was 2xx.
+pub enum Answer {
+    /// A whole JSON body (non-streamed call).
+    Json(Value),
+    /// An SSE body, already fed frame by frame to the provider's folder.
+    Streamed,
+}
+
+/// Sends a call and reads the answer: a JSON body, or an SSE stream whose frames go to
+/// `on_frame` (which returns `true` at the provider's end marker, named by `end` in errors).
+///
+/// # Errors
+/// Transport failures, error statuses, and a stream that ends before its end marker.
+pub async fn call(
+    upstream: &Upstream,
+    path: &str,
+    body: &Value,
+    extra: &[(&'static str, &'static str)],
+    stream: bool,
+    end: &str,
+    mut on_frame: impl FnMut(&str) -> Result<bool, ModelError>,
+) -> Result<Answer, ModelError> {
+    use futures::StreamExt;
+    let response = upstream.post(path, body, extra).await?;
+    if !response.status().is_success() {
+        return Err(status_error(response).await);
+    }
+    if !stream {
+        return Ok(Answer::Json(response.json().await.map_err(|e| upstream.body_error(&e))?));
+    }
+    let mut decoder = super::sse::Decoder::default();
+    let mut bytes = response.bytes_stream();
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk.map_err(|e| upstream.body_error(&e))?;
+        for frame in decoder.feed(&chunk).map_err(ModelError::Protocol)? {
+            if on_frame(&frame.data)? {
+                return Ok(Answer::Streamed);
+            }
+        }
+    }
+    Err(ModelError::Protocol(format!("the stream ended before {end}")))
+}
+
 /// Turns an error response into [`ModelError::Status`], with the provider's message.
 pub async fn status_error(response: reqwest::Response) -> ModelError {
     let status = response.status().as_u16();

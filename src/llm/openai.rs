@@ -1,12 +1,10 @@
 //! The OpenAI-compatible provider (OpenAI, Ollama, vLLM, llama.cpp server, OpenRouter, …):
 //! `POST {base}/chat/completions`, streaming or not, translated to and from hearth's types.
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::http::{Upstream, status_error};
-use super::sse::Decoder;
+use super::http::{Answer, Upstream, call};
 use super::{ChatModel, Deltas, ModelError, ModelOutput, ModelRequest, Usage};
 use crate::domain::message::{Message, Role, ToolCall};
 
@@ -169,34 +167,20 @@ impl ChatModel for OpenAi {
     ) -> BoxFuture<'a, Result<ModelOutput, ModelError>> {
         Box::pin(async move {
             let body = request_body(request, request.stream);
-            let response = self.upstream.post("chat/completions", &body, &[]).await?;
-            if !response.status().is_success() {
-                return Err(status_error(response).await);
-            }
-            if !request.stream {
-                let body: Value = response.json().await.map_err(|e| self.upstream.body_error(&e))?;
-                let output = parse_complete(&body)?;
-                if !output.content.is_empty() {
-                    deltas(&output.content);
-                }
-                return Ok(output);
-            }
             let mut state = StreamState::default();
-            let mut decoder = Decoder::default();
-            let mut bytes = response.bytes_stream();
-            while let Some(chunk) = bytes.next().await {
-                let chunk = chunk.map_err(|e| self.upstream.body_error(&e))?;
-                for frame in decoder.feed(&chunk).map_err(ModelError::Protocol)? {
-                    state.chunk(&frame.data, deltas)?;
+            let on_frame = |data: &str| state.chunk(data, deltas).map(|()| state.done);
+            match call(&self.upstream, "chat/completions", &body, &[], request.stream, "[DONE]", on_frame)
+                .await?
+            {
+                Answer::Json(body) => {
+                    let output = parse_complete(&body)?;
+                    if !output.content.is_empty() {
+                        deltas(&output.content);
+                    }
+                    Ok(output)
                 }
-                if state.done {
-                    break;
-                }
+                Answer::Streamed => Ok(state.output),
             }
-            if !state.done {
-                return Err(ModelError::Protocol("the stream ended before [DONE]".into()));
-            }
-            Ok(state.output)
         })
     }
 }
