@@ -189,5 +189,23 @@ def test_server_timing_separates_hearth_from_upstream(client: openai.OpenAI) -> 
     assert 0 <= float(timing["hearth"]) < 250, timing
 
 
+def test_a_client_that_disconnects_cancels_the_run_and_the_upstream_call(hearth: Hearth, fake_upstream: str) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": model("openai", "long:50", "drip:200"), "stream": True,
+            "messages": [{"role": "user", "content": "go slowly"}]}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{hearth.base_url}/v1/chat/completions", json=body, headers=headers) as r:
+            run_id = r.headers["x-run-id"]
+            for line in r.iter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    break  # the first words arrived; now hang up
+        run = http.get(f"{hearth.base_url}/v1/runs/{run_id}?wait=10", headers=headers).json()
+    assert run["status"] == "cancelled", run
+    deadline = time.monotonic() + 10
+    while fake_stats(fake_upstream)["client_aborts"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_stats(fake_upstream)["client_aborts"] >= 1, "the upstream call was dropped too"
+
+
 def test_models_lists_echo(client: openai.OpenAI) -> None:
     assert "echo" in [m.id for m in client.models.list().data]
