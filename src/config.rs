@@ -67,6 +67,11 @@ pub struct GlobalConfig {
           value_parser = parse_log_filter)]
     pub log: String,
 
+    /// Async worker threads [default: one per CPU core].
+    #[arg(long, env = "HEARTH_THREADS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub threads: Option<u16>,
+
     /// Log line format on stderr.
     #[arg(long, env = "HEARTH_LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,

@@ -70,7 +70,7 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         addr = %local,
         db = %db_path.display(),
         role = role.as_str(),
-        startup_ms = started.elapsed().as_millis(),
+        startup_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "listening"
     );
     watch_signals(&state);
