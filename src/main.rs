@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use hearth::cli::{Cli, ConfigError};
 
+/// mimalloc: fewer cycles per allocation than glibc's malloc on the request path (measured with
+/// scripts/bench; docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
