@@ -163,6 +163,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(5..=86_400))]
     pub lease_s: u64,
 
+    /// Attempts a run gets: a run whose worker stopped while holding it is retried until then,
+    /// and then fails with `max_attempts_exceeded`.
+    #[arg(long, env = "HEARTH_MAX_ATTEMPTS", value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
     /// Seconds between worker heartbeats.
     #[arg(long, env = "HEARTH_HEARTBEAT_S", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]

@@ -260,6 +260,30 @@ pub fn request_cancel(conn: &Connection, id: &RunId, now: i64) -> Result<bool, D
     Ok(changed == 1)
 }
 
+/// Fails every run `worker` holds whose attempt is already `max_attempts`; returns them with
+/// their session.
+///
+/// # Errors
+/// On a database failure.
+pub fn fail_exhausted_runs(
+    conn: &Connection,
+    worker: &str,
+    max_attempts: i64,
+    now: i64,
+) -> Result<Vec<(RunId, SessionId, i64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE runs SET status = 'failed', lease_expires_at = NULL, finished_at = ?3, updated_at = ?3,
+                         error = json_object('message', 'gave up after ' || attempt ||
+                                             ' attempts: the worker holding the run stopped each time',
+                                             'code', 'max_attempts_exceeded')
+         WHERE claimed_by = ?1 AND status IN ('claimed', 'running') AND attempt >= ?2
+         RETURNING id, session_id, attempt",
+    )?;
+    let rows =
+        stmt.query_map(params![worker, max_attempts, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Puts back in the queue every run `worker` holds (attempt + 1, same runner); returns them.
 ///
 /// # Errors

@@ -311,6 +311,50 @@ impl Queue {
         Ok(())
     }
 
+    /// Gives back what `worker` held when it stopped: runs that have had `max_attempts` fail
+    /// with a clear error (and their terminal event); the others go back to the queue with
+    /// attempt + 1 on the same runner. Returns `(run, attempt, requeued)` for each.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn give_back(
+        &self,
+        worker: &str,
+        max_attempts: i64,
+    ) -> Result<Vec<(RunId, i64, bool)>, DbError> {
+        let worker = worker.to_owned();
+        let (failed, requeued) = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                let mut failed = Vec::new();
+                for (run, session, attempt) in runs::fail_exhausted_runs(conn, &worker, max_attempts, now)? {
+                    let event = RunEvent {
+                        seq: run_events::last_seq(conn, &run)? + 1,
+                        kind: EventType::Failed,
+                        data: json!({"error": {"message": format!("gave up after {attempt} attempts: the worker holding the run stopped each time"),
+                                               "code": "max_attempts_exceeded"}}),
+                        created_at: now,
+                    };
+                    run_events::insert_events(conn, &run, std::slice::from_ref(&event))?;
+                    sessions::settle_session(conn, &session, now)?;
+                    failed.push((run, attempt, event));
+                }
+                Ok((failed, runs::requeue_worker_runs(conn, &worker, now)?))
+            })
+            .await?;
+        let mut out = Vec::new();
+        for (run, attempt, event) in failed {
+            self.hub.publish(&run, Arc::from(vec![event]));
+            out.push((run, attempt, false));
+        }
+        out.extend(requeued.into_iter().map(|(run, attempt)| (run, attempt, true)));
+        if out.iter().any(|(_, _, requeued)| *requeued) {
+            self.wake_all();
+        }
+        Ok(out)
+    }
+
     /// Registers a run executing in this process; a cancel request cancels the token.
     pub fn track_cancel(&self, run: &RunId) -> CancellationToken {
         let token = CancellationToken::new();

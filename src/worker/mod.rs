@@ -36,7 +36,7 @@ pub async fn start_embedded(
     let host = hostname();
     let name = format!("{host}/embedded");
     let (runner_name, worker_name) = (runner.to_owned(), name.clone());
-    let (worker_id, given_back) = state
+    let worker_id = state
         .db()
         .write(move |conn| {
             let now = now_ms();
@@ -48,13 +48,16 @@ pub async fn start_embedded(
                 capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
                 embedded: true,
             };
-            let id = workers::upsert_worker(conn, &new, now)?;
-            let given_back = runs::requeue_worker_runs(conn, id.as_str(), now)?;
-            Ok((id, given_back))
+            workers::upsert_worker(conn, &new, now)
         })
         .await?;
-    for (run, attempt) in &given_back {
-        tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
+    let max_attempts = i64::from(state.config().max_attempts);
+    for (run, attempt, requeued) in state.queue().give_back(worker_id.as_str(), max_attempts).await? {
+        if requeued {
+            tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
+        } else {
+            tracing::error!(run.id = %run, attempt, worker = %name, "failed a run after its last attempt (HEARTH_MAX_ATTEMPTS)");
+        }
     }
     let (claimer, runner) = (state.clone(), runner.to_owned());
     let id = worker_id.to_string();

@@ -574,3 +574,47 @@ async fn the_embedded_worker_runs_turns_of_different_sessions_at_once_up_to_its_
     let overlapping = started.iter().filter(|s| **s < first_finish).count();
     assert_eq!(overlapping, 4, "started {started:?}, first finish {first_finish}");
 }
+
+#[tokio::test]
+async fn a_run_in_flight_when_the_server_dies_is_retried_after_the_restart() {
+    let mut hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo(r#"call:test__sleep {"ms":1500}"#)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.run(&id).await["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hearth.kill9();
+    hearth.restart().await;
+    let api = Api::new(&hearth);
+    let done = api.wait_end(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(done["output"]["content"], "slept", "{done}");
+    let events = api.all_events(&id).await;
+    assert_eq!(events.iter().filter(|e| e["type"] == "run.started").count(), 2, "{events:?}");
+    assert_eq!(events.iter().filter(|e| e["type"].as_str().unwrap().starts_with("run.c")).count(), 1);
+}
+
+#[tokio::test]
+async fn a_run_whose_attempts_are_used_up_fails_clearly_instead_of_looping() {
+    let mut hearth = options().env("HEARTH_MAX_ATTEMPTS", "1").start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo(r#"call:test__sleep {"ms":5000}"#)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.run(&id).await["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hearth.kill9();
+    hearth.restart().await;
+    let api = Api::new(&hearth);
+    let done = api.wait_end(&id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "max_attempts_exceeded", "{done}");
+    let events = api.all_events(&id).await;
+    assert_eq!(events.last().unwrap()["type"], "run.failed", "{events:?}");
+}
