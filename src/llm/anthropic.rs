@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::http::{Answer, Upstream, call};
+use super::http::{Answer, Upstream, call, whole_answer};
 use super::{ChatModel, Deltas, ModelError, ModelOutput, ModelRequest, Usage};
 use crate::domain::message::{Message, Role, ToolCall};
 
@@ -243,13 +243,7 @@ impl ChatModel for Anthropic {
             match call(&self.upstream, "v1/messages", &body, &extra, request.stream, "message_stop", on_frame)
                 .await?
             {
-                Answer::Json(body) => {
-                    let output = parse_complete(&body)?;
-                    if !output.content.is_empty() {
-                        deltas(&output.content);
-                    }
-                    Ok(output)
-                }
+                Answer::Json(body) => whole_answer(&body, parse_complete, deltas),
                 Answer::Streamed => Ok(state.finish()),
             }
         })

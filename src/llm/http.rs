@@ -137,6 +137,22 @@ pub async fn call(
     Err(ModelError::Protocol(format!("the stream ended before {end}")))
 }
 
+/// A non-streamed answer, parsed by the provider, handed to `deltas` as one piece of text.
+///
+/// # Errors
+/// Whatever `parse` returns.
+pub fn whole_answer(
+    body: &Value,
+    parse: impl FnOnce(&Value) -> Result<super::ModelOutput, ModelError>,
+    deltas: super::Deltas<'_>,
+) -> Result<super::ModelOutput, ModelError> {
+    let output = parse(body)?;
+    if !output.content.is_empty() {
+        deltas(&output.content);
+    }
+    Ok(output)
+}
+
 /// Turns an error response into [`ModelError::Status`], with the provider's message.
 pub async fn status_error(response: reqwest::Response) -> ModelError {
     let status = response.status().as_u16();

@@ -575,11 +575,11 @@ async fn the_embedded_worker_runs_turns_of_different_sessions_at_once_up_to_its_
     assert_eq!(overlapping, 4, "started {started:?}, first finish {first_finish}");
 }
 
-#[tokio::test]
-async fn a_run_in_flight_when_the_server_dies_is_retried_after_the_restart() {
-    let mut hearth = options().start().await;
-    let api = Api::new(&hearth);
-    let run = api.start(&echo(r#"call:test__sleep {"ms":1500}"#)).await;
+/// Starts a run that sleeps `ms` in a tool, kills the server with SIGKILL once the run is
+/// running, restarts it on the same database, and returns the run's id.
+async fn crash_while_running(hearth: &mut Hearth, ms: u64) -> String {
+    let api = Api::new(hearth);
+    let run = api.start(&echo(&format!(r#"call:test__sleep {{"ms":{ms}}}"#))).await;
     let id = run["id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while api.run(&id).await["status"] != "running" {
@@ -588,8 +588,15 @@ async fn a_run_in_flight_when_the_server_dies_is_retried_after_the_restart() {
     }
     hearth.kill9();
     hearth.restart().await;
+    id
+}
+
+#[tokio::test]
+async fn a_run_in_flight_when_the_server_dies_is_retried_after_the_restart() {
+    let mut hearth = options().start().await;
+    let id = crash_while_running(&mut hearth, 1500).await;
+    let done = Api::new(&hearth).wait_end(&id).await;
     let api = Api::new(&hearth);
-    let done = api.wait_end(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempt"], 2, "{done}");
     assert_eq!(done["output"]["content"], "slept", "{done}");
@@ -601,16 +608,7 @@ async fn a_run_in_flight_when_the_server_dies_is_retried_after_the_restart() {
 #[tokio::test]
 async fn a_run_whose_attempts_are_used_up_fails_clearly_instead_of_looping() {
     let mut hearth = options().env("HEARTH_MAX_ATTEMPTS", "1").start().await;
-    let api = Api::new(&hearth);
-    let run = api.start(&echo(r#"call:test__sleep {"ms":5000}"#)).await;
-    let id = run["id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while api.run(&id).await["status"] != "running" {
-        assert!(std::time::Instant::now() < deadline, "the run never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    hearth.kill9();
-    hearth.restart().await;
+    let id = crash_while_running(&mut hearth, 5000).await;
     let api = Api::new(&hearth);
     let done = api.wait_end(&id).await;
     assert_eq!(done["status"], "failed", "{done}");
