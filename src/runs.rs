@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::domain::message::{Message, ToolSpec};
 use crate::domain::profile::{AuthMode, ResolvedProfile};
 use crate::error::ApiError;
-use crate::ids::SessionId;
+use crate::ids::{RunId, SessionId};
 use crate::llm::ModelOptions;
 use crate::queue::{DispatchError, NewRun, OnBusy, RunRow, Stamp};
 
@@ -37,13 +37,16 @@ pub struct RunInput {
     pub stream: bool,
 }
 
-/// Starts a run for the caller; returns it queued.
+/// Starts run `id` for the caller: dispatched, and executing at once when the embedded worker
+/// took it at dispatch. The caller picks the id so it can follow the run's events from before
+/// they exist.
 ///
 /// # Errors
 /// 404 for an unknown model or session, 409 for a busy session with `on_busy: reject`.
 pub async fn start_run(
     state: &AppState,
     principal: &Principal,
+    id: RunId,
     input: RunInput,
     session: Option<SessionId>,
     on_busy: OnBusy,
@@ -72,6 +75,7 @@ pub async fn start_run(
         Stamp { runner: decision.runner, profile: serde_json::to_value(&profile).unwrap_or_default() }
     });
     let new = NewRun {
+        id,
         org: principal.org.clone(),
         user: principal.user.clone(),
         session,
@@ -79,11 +83,15 @@ pub async fn start_run(
         stamp,
         input: serde_json::to_value(&input).map_err(|_| ApiError::Internal)?,
     };
-    state.queue().dispatch(new).await.map_err(|e| match e {
+    let dispatched = state.queue().dispatch(new).await.map_err(|e| match e {
         DispatchError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
         DispatchError::Busy(_) => ApiError::Conflict(e.to_string()),
         DispatchError::Db(e) => e.into(),
-    })
+    })?;
+    if let Some((claimed, slot)) = dispatched.taken {
+        crate::worker::spawn_execution(state, claimed, slot);
+    }
+    Ok(dispatched.run)
 }
 
 /// Server-side tools offered: every tool for a plain model; only the agent's servers' tools

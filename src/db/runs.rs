@@ -88,15 +88,16 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-/// Inserts a queued run.
+/// Inserts a run: queued, or already running when an in-process worker took it at dispatch.
 ///
 /// # Errors
 /// On a database failure.
 pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO runs (id, session_id, organization_id, user_id, status, runner, resolved_profile,
-                           attempt, input, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                           attempt, input, created_at, updated_at, claimed_by, lease_expires_at,
+                           claimed_at, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         run.id,
@@ -108,7 +109,11 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.resolved_profile.to_string(),
         run.attempt,
         run.input.to_string(),
-        run.created_at
+        run.created_at,
+        run.claimed_by,
+        run.lease_expires_at,
+        run.claimed_at,
+        run.started_at
     ])?;
     Ok(())
 }
@@ -132,6 +137,16 @@ pub fn session_busy(conn: &Connection, session: &SessionId) -> Result<bool, DbEr
             "SELECT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status IN ('queued', 'claimed', 'running'))",
         )?
         .query_row([session], |r| r.get(0))?)
+}
+
+/// Whether any run of `runner` waits in the queue.
+///
+/// # Errors
+/// On a database failure.
+pub fn runner_has_queued(conn: &Connection, runner: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM runs WHERE runner = ?1 AND status = 'queued')")?
+        .query_row([runner], |r| r.get(0))?)
 }
 
 /// Claims the oldest claimable run of `runner` for `worker`: queued, with no earlier queued run

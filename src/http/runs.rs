@@ -87,7 +87,8 @@ pub async fn create_run(
         None => None,
     };
     let run =
-        crate::runs::start_run(&state, &principal, input, session, body.on_busy.unwrap_or_default()).await?;
+        crate::runs::start_run(&state, &principal, RunId::new(), input, session, body.on_busy.unwrap_or_default())
+            .await?;
     let mut view = run_json(&run);
     let stream_url = format!("/v1/runs/{}/events?offset=-1&live=sse", run.id);
     view["stream_url"] = json!(stream_url);

@@ -3,12 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::db::{DbError, now_ms, run_events, runs, sessions, users};
+use crate::db::{DbError, messages, now_ms, run_events, runs, sessions, users};
 use crate::domain::event::{EventType, RunEvent};
 use crate::domain::run::RunStatus;
 use crate::ids::{OrgId, RunId, SessionId};
 
-use super::RunRow;
+use super::{Claimed, RunRow};
 
 /// What to do when a new turn arrives for a session with a run in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -23,6 +23,8 @@ pub enum OnBusy {
 
 /// A run to dispatch.
 pub struct NewRun {
+    /// The run's id, chosen by the caller so it can follow the run before it exists.
+    pub id: RunId,
     /// Owner organization.
     pub org: OrgId,
     /// Owner user, if any.
@@ -69,17 +71,39 @@ pub enum DispatchError {
     Db(#[from] DbError),
 }
 
+/// An in-process worker with a free slot, offered to the dispatch transaction: it takes the run
+/// at once when the run is for its runner and nothing should go first.
+pub(super) struct Taker {
+    /// The runner it serves.
+    pub runner: String,
+    /// Its worker id.
+    pub worker: String,
+    /// Lease length, in ms.
+    pub lease_ms: i64,
+}
+
+/// What the dispatch transaction stored: the run, its events, and the claim when an in-process
+/// worker took it in the same transaction.
+pub(super) struct Stored {
+    pub run: RunRow,
+    pub events: Vec<RunEvent>,
+    pub claimed: Option<Claimed>,
+}
+
 pub(super) fn insert_dispatch(
     conn: &rusqlite::Connection,
     new: NewRun,
-) -> Result<Result<RunRow, DispatchError>, DbError> {
+    taker: Option<&Taker>,
+) -> Result<Result<Stored, DispatchError>, DbError> {
     let now = now_ms();
     let Stamp { runner, profile } = (new.stamp)(conn);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
     }
+    let mut existing = false;
     let session_id = match &new.session {
         Some(id) => {
+            existing = true;
             let owned = sessions::find_session(conn, id)?
                 .filter(|s| s.organization_id == new.org && s.user_id == new.user);
             if owned.is_none() {
@@ -105,9 +129,20 @@ pub(super) fn insert_dispatch(
             session.id
         }
     };
-    sessions::stamp_session(conn, &session_id, &runner, &profile, now)?;
-    let run = RunRow {
-        id: RunId::new(),
+    if existing {
+        sessions::stamp_session(conn, &session_id, &runner, &profile, now)?;
+    }
+    // The in-process worker takes the run in this same transaction when it serves the runner,
+    // no older run of the runner waits, and the session has nothing in flight (FIFO per session
+    // and per runner hold exactly as if it had claimed from the queue).
+    let taker = match taker {
+        Some(t) if t.runner == runner
+            && !(existing && runs::session_busy(conn, &session_id)?)
+            && !runs::runner_has_queued(conn, &runner)? => Some(t),
+        _ => None,
+    };
+    let mut run = RunRow {
+        id: new.id,
         session_id,
         organization_id: new.org,
         user_id: new.user,
@@ -127,13 +162,28 @@ pub(super) fn insert_dispatch(
         started_at: None,
         finished_at: None,
     };
-    runs::insert_run(conn, &run)?;
-    let queued = RunEvent {
+    let mut events = vec![RunEvent {
         seq: 1,
         kind: EventType::Queued,
         data: json!({"runner": run.runner, "session_id": run.session_id}),
         created_at: now,
+    }];
+    if let Some(taker) = taker {
+        run.status = RunStatus::Running;
+        run.claimed_by = Some(taker.worker.clone());
+        run.lease_expires_at = Some(now.saturating_add(taker.lease_ms));
+        run.claimed_at = Some(now);
+        run.started_at = Some(now);
+        events.push(super::started_event(2, &taker.worker, 1, now));
+    }
+    runs::insert_run(conn, &run)?;
+    run_events::insert_events(conn, &run.id, &events)?;
+    let claimed = match taker {
+        Some(_) => {
+            let history = if existing { messages::list_messages(conn, &run.session_id)? } else { Vec::new() };
+            Some(Claimed { run: run.clone(), history, next_seq: 3 })
+        }
+        None => None,
     };
-    run_events::insert_events(conn, &run.id, &[queued])?;
-    Ok(Ok(run))
+    Ok(Ok(Stored { run, events, claimed }))
 }

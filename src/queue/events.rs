@@ -229,6 +229,14 @@ impl Follower {
         }
     }
 
+    /// Follows a run from its first event, subscribed before the run is dispatched: everything
+    /// it will ever have comes through the hub, so nothing is read from SQLite unless a batch
+    /// is missed.
+    #[must_use]
+    pub fn fresh(db: Db, hub: &Arc<EventHub>, run: RunId) -> Self {
+        Self { must_read: false, ..Self::new(db, hub, run, 0) }
+    }
+
     /// The next committed event; `None` once the terminal event was returned.
     ///
     /// # Errors

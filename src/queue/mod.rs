@@ -13,6 +13,10 @@
 //!   messages and the session's status commit together, exactly once.
 //! - Claimers arm their wake-up *before* querying, then wait for it: new work wakes them at
 //!   once, never after a polling sleep.
+//! - **Hand-off in memory.** An in-process worker with a free slot ([`Queue::set_local`]) takes
+//!   a run inside its dispatch transaction — claimed and started in the same commit, with the
+//!   same FIFO rules as a claim from the queue — and the dispatcher hands it over without a
+//!   wake-up or a second transaction. Otherwise the run waits in the queue for a claim.
 
 mod dispatch;
 pub mod events;
@@ -20,11 +24,11 @@ pub mod events;
 pub use dispatch::{DispatchError, NewRun, OnBusy, Stamp};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, messages, now_ms, run_events, runs, sessions};
@@ -66,6 +70,26 @@ pub struct Completion {
     pub tail: Vec<(EventType, Value)>,
 }
 
+/// A dispatched run; `taken` when the in-process worker took it in the dispatch transaction.
+#[derive(Debug)]
+pub struct Dispatched {
+    /// The run as stored.
+    pub run: RunRow,
+    /// The claim and the worker slot it holds, for the caller to execute.
+    pub taken: Option<(Claimed, OwnedSemaphorePermit)>,
+}
+
+/// The in-process worker that may take runs at dispatch.
+#[derive(Debug)]
+pub struct Local {
+    /// The runner it serves.
+    pub runner: String,
+    /// Its worker id.
+    pub worker: String,
+    /// Its free slots: a run taken at dispatch holds one until it ends.
+    pub slots: Arc<Semaphore>,
+}
+
 /// The queue service.
 pub struct Queue {
     db: Db,
@@ -73,6 +97,7 @@ pub struct Queue {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
     lease: Duration,
+    local: OnceLock<Local>,
 }
 
 impl Queue {
@@ -85,7 +110,18 @@ impl Queue {
             wakers: Mutex::default(),
             cancels: Mutex::default(),
             lease,
+            local: OnceLock::new(),
         }
+    }
+
+    /// Registers the in-process worker that takes runs at dispatch (once; later calls are
+    /// ignored).
+    pub fn set_local(&self, local: Local) {
+        let _ = self.local.set(local);
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// The event hub.
@@ -107,18 +143,37 @@ impl Queue {
         }
     }
 
-    /// Stores a queued run (and its session) and wakes a claimer.
+    /// Stores a run (and its session): taken at once by the in-process worker when it has a free
+    /// slot and may take it, else queued with a claimer woken. The run's first events are
+    /// published to live readers after the commit.
     ///
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
-    pub async fn dispatch(&self, new: NewRun) -> Result<RunRow, DispatchError> {
-        let run = self.db.write(move |conn| dispatch::insert_dispatch(conn, new)).await??;
-        self.waker(&run.runner).notify_one();
+    pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
+        let slot = self.local.get().and_then(|l| Arc::clone(&l.slots).try_acquire_owned().ok().map(|p| (l, p)));
+        let taker = slot.as_ref().map(|(l, _)| dispatch::Taker {
+            runner: l.runner.clone(),
+            worker: l.worker.clone(),
+            lease_ms: self.lease_ms(),
+        });
+        let stored = self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker.as_ref())).await??;
+        let dispatch::Stored { run, events, claimed } = stored;
+        self.hub.publish(&run.id, Arc::from(events));
         crate::telemetry::event_line(json!({
             "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
             "resolvedProfile": run.resolved_profile,
         }));
-        Ok(run)
+        let taken = match (claimed, slot) {
+            (Some(claimed), Some((_, permit))) => {
+                claimed_line(&claimed);
+                Some((claimed, permit))
+            }
+            _ => {
+                self.waker(&run.runner).notify_one();
+                None
+            }
+        };
+        Ok(Dispatched { run, taken })
     }
 
     /// Claims the next run of `runner` for `worker`, if any.
@@ -140,7 +195,7 @@ impl Queue {
 
     async fn claim_inner(&self, runner: &str, worker: &str, start: bool) -> Result<Option<Claimed>, DbError> {
         let (runner, worker) = (runner.to_owned(), worker.to_owned());
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = self.lease_ms();
         let claimed = self
             .db
             .write(move |conn| {
@@ -169,10 +224,7 @@ impl Queue {
             c
         });
         if let Some(c) = &claimed {
-            crate::telemetry::event_line(json!({
-                "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
-                "workerId": c.run.claimed_by, "runner": c.run.runner, "attempt": c.run.attempt,
-            }));
+            claimed_line(c);
         }
         Ok(claimed)
     }
@@ -366,6 +418,13 @@ impl Queue {
     pub fn untrack_cancel(&self, run: &RunId) {
         self.cancels.lock().unwrap_or_else(PoisonError::into_inner).remove(run);
     }
+}
+
+fn claimed_line(c: &Claimed) {
+    crate::telemetry::event_line(json!({
+        "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
+        "workerId": c.run.claimed_by, "runner": c.run.runner, "attempt": c.run.attempt,
+    }));
 }
 
 fn started_event(seq: i64, worker: &str, attempt: i64, at: i64) -> RunEvent {

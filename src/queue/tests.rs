@@ -21,6 +21,7 @@ async fn setup() -> (tempfile::TempDir, Arc<Queue>, OrgId) {
 
 fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
     NewRun {
+        id: RunId::new(),
         org: org.clone(),
         user: None,
         session,
@@ -66,7 +67,7 @@ async fn concurrent_claimers_never_claim_the_same_run() {
 #[tokio::test]
 async fn runs_of_a_runner_without_workers_stay_queued() {
     let (_dir, queue, org) = setup().await;
-    let run = queue.dispatch(new_run(&org, "go", None)).await.unwrap();
+    let run = queue.dispatch(new_run(&org, "go", None)).await.unwrap().run;
     assert!(queue.claim("ts", "w").await.unwrap().is_none());
     let claimed = queue.claim("go", "w").await.unwrap().unwrap();
     assert_eq!(claimed.run.id, run.id);
@@ -75,10 +76,10 @@ async fn runs_of_a_runner_without_workers_stay_queued() {
 #[tokio::test]
 async fn one_session_runs_first_in_first_out_and_reject_refuses() {
     let (_dir, queue, org) = setup().await;
-    let first = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
-    let second = queue.dispatch(new_run(&org, "ts", Some(first.session_id.clone()))).await.unwrap();
+    let first = queue.dispatch(new_run(&org, "ts", None)).await.unwrap().run;
+    let second = queue.dispatch(new_run(&org, "ts", Some(first.session_id.clone()))).await.unwrap().run;
     // A flag flip put the third turn on another runner: it still waits its turn.
-    let third = queue.dispatch(new_run(&org, "go", Some(first.session_id.clone()))).await.unwrap();
+    let third = queue.dispatch(new_run(&org, "go", Some(first.session_id.clone()))).await.unwrap().run;
     let mut reject = new_run(&org, "ts", Some(first.session_id.clone()));
     reject.on_busy = OnBusy::Reject;
     assert!(matches!(queue.dispatch(reject).await, Err(DispatchError::Busy(_))));
@@ -110,7 +111,7 @@ async fn one_session_runs_first_in_first_out_and_reject_refuses() {
 #[tokio::test]
 async fn a_worker_that_comes_back_gives_back_what_it_held() {
     let (_dir, queue, org) = setup().await;
-    let run = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    let run = queue.dispatch(new_run(&org, "ts", None)).await.unwrap().run;
     let claimed = queue.claim("ts", "w").await.unwrap().unwrap();
     let requeued = queue.db.write(|c| runs::requeue_worker_runs(c, "w", now_ms())).await.unwrap();
     assert_eq!(requeued, vec![(run.id.clone(), 2)]);
@@ -124,7 +125,7 @@ async fn a_worker_that_comes_back_gives_back_what_it_held() {
 #[tokio::test]
 async fn cancelling_a_queued_run_ends_it_with_one_terminal_event() {
     let (_dir, queue, org) = setup().await;
-    let run = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    let run = queue.dispatch(new_run(&org, "ts", None)).await.unwrap().run;
     queue.cancel(&run).await.unwrap();
     let id = run.id.clone();
     let (row, events) = queue
@@ -135,4 +136,44 @@ async fn cancelling_a_queued_run_ends_it_with_one_terminal_event() {
     assert_eq!(row.status, RunStatus::Cancelled);
     assert_eq!(events.iter().filter(|e| e.kind.is_terminal()).count(), 1);
     assert!(queue.claim("ts", "w").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_local_worker_with_a_free_slot_takes_a_run_in_its_dispatch_transaction() {
+    let (_dir, queue, org) = setup().await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    queue.set_local(Local { runner: "ts".into(), worker: "w".into(), slots: Arc::clone(&slots) });
+
+    let first = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    let (claimed, slot) = first.taken.expect("a free slot takes the run");
+    assert_eq!((claimed.run.status, claimed.run.claimed_by.as_deref()), (RunStatus::Running, Some("w")));
+    assert_eq!(claimed.next_seq, 3);
+    assert_eq!(slots.available_permits(), 0, "the taken run holds the slot");
+    let id = claimed.run.id.clone();
+    let (row, events) = queue
+        .db
+        .read(move |c| Ok((runs::find_run(c, &id)?.unwrap(), run_events::list_events_after(c, &id, 0, 100)?)))
+        .await
+        .unwrap();
+    assert_eq!((row.status, row.claimed_by.as_deref(), row.attempt), (RunStatus::Running, Some("w"), 1));
+    assert!(row.lease_expires_at.is_some() && row.started_at.is_some());
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventType::Queued, EventType::Started]);
+
+    // No slot free: queued. Another runner: queued even with a slot.
+    let full = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    assert!(full.taken.is_none());
+    assert_eq!(full.run.status, RunStatus::Queued);
+    drop(slot);
+    let other = queue.dispatch(new_run(&org, "go", None)).await.unwrap();
+    assert!(other.taken.is_none(), "the local worker serves ts only");
+    assert_eq!(slots.available_permits(), 1, "a slot not used is given back");
+    // A free slot never jumps the queue: an older `ts` run waits, so the new one queues behind it.
+    let behind = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    assert!(behind.taken.is_none(), "FIFO per runner");
+    // Nor jumps the session: the first run's session is busy.
+    let (_, _) = (queue.claim("ts", "x").await.unwrap().unwrap(), queue.claim("ts", "x").await.unwrap().unwrap());
+    let same = queue.dispatch(new_run(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
+    assert!(same.taken.is_none(), "FIFO per session");
+    assert_eq!(same.run.status, RunStatus::Queued);
 }

@@ -59,9 +59,15 @@ pub async fn start_embedded(
             tracing::error!(run.id = %run, attempt, worker = %name, "failed a run after its last attempt (HEARTH_MAX_ATTEMPTS)");
         }
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
+    state.queue().set_local(crate::queue::Local {
+        runner: runner.to_owned(),
+        worker: worker_id.to_string(),
+        slots: Arc::clone(&slots),
+    });
     let (claimer, runner) = (state.clone(), runner.to_owned());
     let id = worker_id.to_string();
-    state.tasks().spawn(async move { claim_loop(claimer, runner, id, capacity).await });
+    state.tasks().spawn(async move { claim_loop(claimer, runner, id, slots).await });
     let heartbeat_state = state.clone();
     state.tasks().spawn(async move { heartbeat_loop(heartbeat_state, vec![worker_id]).await });
     Ok(())
@@ -104,10 +110,10 @@ async fn heartbeat_loop(state: AppState, ids: Vec<crate::ids::WorkerId>) {
     }
 }
 
-/// Claims runs while a slot is free, executing each in its own task. Arms its wake-up before
-/// looking, so work dispatched in between is never missed.
-async fn claim_loop(state: AppState, runner: String, worker: String, capacity: usize) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
+/// Claims runs from the queue while a slot is free, executing each in its own task. Arms its
+/// wake-up before looking, so work dispatched in between is never missed. (Runs dispatched
+/// while a slot is free are taken at dispatch and never reach this loop.)
+async fn claim_loop(state: AppState, runner: String, worker: String, slots: Arc<tokio::sync::Semaphore>) {
     let waker = state.queue().waker(&runner);
     let shutdown = state.shutdown().clone();
     while !shutdown.is_cancelled() {
@@ -122,13 +128,7 @@ async fn claim_loop(state: AppState, runner: String, worker: String, capacity: u
         tokio::pin!(notified);
         notified.as_mut().enable();
         match state.queue().claim_and_start(&runner, &worker).await {
-            Ok(Some(claimed)) => {
-                let (task_state, task_worker) = (state.clone(), worker.clone());
-                state.tasks().spawn(async move {
-                    execute(&task_state, claimed, &task_worker).await;
-                    drop(slot);
-                });
-            }
+            Ok(Some(claimed)) => spawn_execution(&state, claimed, slot),
             Ok(None) => {
                 drop(slot);
                 tokio::select! {
@@ -144,6 +144,17 @@ async fn claim_loop(state: AppState, runner: String, worker: String, capacity: u
             }
         }
     }
+}
+
+/// Executes a claimed run in its own task, holding `slot` (of the in-process worker that
+/// claimed it) until it ends.
+pub fn spawn_execution(state: &AppState, claimed: Claimed, slot: tokio::sync::OwnedSemaphorePermit) {
+    let task_state = state.clone();
+    state.tasks().spawn(async move {
+        let worker = claimed.run.claimed_by.clone().unwrap_or_default();
+        execute(&task_state, claimed, &worker).await;
+        drop(slot);
+    });
 }
 
 /// Executes a claimed run to its end and records the outcome.

@@ -17,7 +17,7 @@ use crate::db::runs::RunRow;
 use crate::domain::event::{EventType, RunEvent};
 use crate::error::ApiError;
 use crate::http::extract::Json;
-use crate::ids::SessionId;
+use crate::ids::{RunId, SessionId};
 use crate::queue::OnBusy;
 use crate::queue::events::Follower;
 
@@ -93,10 +93,12 @@ pub async fn chat_completions(
     let input = body.into_input(state.models().default_model())?;
     let model = input.model.clone();
     let stream = input.stream;
-    let run = crate::runs::start_run(&state, &principal, input, session, OnBusy::Enqueue).await?;
+    // Follow the run before it exists: its first events are published as the dispatch commits.
+    let id = RunId::new();
+    let follower = Follower::fresh(state.db().clone(), state.queue().hub(), id.clone());
+    let run = crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue).await?;
     let turn = Turn { run, model, created: unix_now(), started, include_usage };
     let guard = CancelOnDrop { state: state.clone(), run: Some(turn.run.clone()) };
-    let follower = Follower::new(state.db().clone(), state.queue().hub(), turn.run.id.clone(), 0);
     if stream { stream_turn(turn, follower, guard).await } else { complete_turn(turn, follower, guard).await }
 }
 
