@@ -11,7 +11,7 @@ use crate::domain::profile::{AuthMode, ResolvedProfile};
 use crate::error::ApiError;
 use crate::ids::{RunId, SessionId};
 use crate::llm::ModelOptions;
-use crate::queue::{DispatchError, NewRun, OnBusy, RunRow, Stamp};
+use crate::queue::{DispatchError, Dispatched, NewRun, OnBusy, Stamp};
 
 /// A turn's input as stored on the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,9 +37,9 @@ pub struct RunInput {
     pub stream: bool,
 }
 
-/// Starts run `id` for the caller: dispatched, and executing at once when the embedded worker
-/// took it at dispatch. The caller picks the id so it can follow the run's events from before
-/// they exist.
+/// Dispatches run `id` for the caller. When the embedded worker took it at dispatch, the
+/// caller executes it (`worker::execute_here` or `worker::spawn_execution`). The caller picks
+/// the id so it can follow the run's events from before they exist.
 ///
 /// # Errors
 /// 404 for an unknown model or session, 409 for a busy session with `on_busy: reject`.
@@ -50,7 +50,7 @@ pub async fn start_run(
     input: RunInput,
     session: Option<SessionId>,
     on_busy: OnBusy,
-) -> Result<RunRow, ApiError> {
+) -> Result<Dispatched, ApiError> {
     let model = state.models().resolve(&input.model).map_err(|message| ApiError::NotFound {
         message: format!("{message}; GET /v1/models lists the models you may use"),
         code: "model_not_found",
@@ -83,15 +83,11 @@ pub async fn start_run(
         stamp,
         input: serde_json::to_value(&input).map_err(|_| ApiError::Internal)?,
     };
-    let dispatched = state.queue().dispatch(new).await.map_err(|e| match e {
+    state.queue().dispatch(new).await.map_err(|e| match e {
         DispatchError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
         DispatchError::Busy(_) => ApiError::Conflict(e.to_string()),
         DispatchError::Db(e) => e.into(),
-    })?;
-    if let Some((claimed, slot)) = dispatched.taken {
-        crate::worker::spawn_execution(state, claimed, slot);
-    }
-    Ok(dispatched.run)
+    })
 }
 
 /// Server-side tools offered: every tool for a plain model; only the agent's servers' tools

@@ -217,27 +217,34 @@ impl Writer {
 }
 
 impl Db {
-    /// Copies committed WAL frames back into the database file, on the writer's connection
-    /// between two batches (`PASSIVE`: never waits on readers, and leaves frames Litestream has
-    /// not read yet to a later pass). Holding the writer means no commit lands meanwhile, so the
-    /// pass usually backfills the whole log and the next write transaction starts the WAL over
-    /// from its beginning. A checkpoint from another connection under steady writes never
-    /// catches up with the last commit, and the WAL then grows without bound (seen: 1.2 GB in
-    /// a ten-minute benchmark). Runs on the blocking pool; `serve` calls it every second.
-    /// Returns `(log frames, frames backfilled)`.
+    /// Copies committed WAL frames back into the database file (`PASSIVE`: never waits on
+    /// readers, and leaves frames Litestream has not read yet to a later pass), in two steps:
+    /// the bulk from a reader connection while writes go on, then the few frames committed
+    /// meanwhile on the writer's connection between two batches. With no commit landing during
+    /// that second pass the whole log is usually backfilled, so the next write transaction
+    /// starts the WAL over from its beginning. (A checkpoint from another connection alone never
+    /// catches up with the last commit under steady writes, and the WAL grew without bound:
+    /// 1.2 GB in a ten-minute benchmark.) Runs on the blocking pool; `serve` calls it every
+    /// second. Returns `(log frames, frames backfilled)` after the last pass.
     ///
     /// # Errors
-    /// On an SQLite failure.
+    /// On a pool or SQLite failure.
     pub async fn checkpoint(&self) -> Result<(i64, i64), DbError> {
-        let writer = Arc::clone(&self.writer);
+        let (writer, pool) = (Arc::clone(&self.writer), self.pool.clone());
         tokio::task::spawn_blocking(move || {
+            let pass = |conn: &Connection| {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get(2)?)))
+            };
+            let (frames, backfilled) = pass(&*pool.get()?)?;
+            if frames <= 0 {
+                return Ok((frames, backfilled));
+            }
             let conn = writer.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let frames =
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get(2)?)));
+            let last = pass(&conn);
             drop(conn);
             // Writes that queued while the checkpoint held the connection run now.
             writer.lead();
-            Ok(frames?)
+            Ok(last?)
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?

@@ -86,9 +86,19 @@ pub async fn create_run(
         }
         None => None,
     };
-    let run =
-        crate::runs::start_run(&state, &principal, RunId::new(), input, session, body.on_busy.unwrap_or_default())
-            .await?;
+    let dispatched = crate::runs::start_run(
+        &state,
+        &principal,
+        RunId::new(),
+        input,
+        session,
+        body.on_busy.unwrap_or_default(),
+    )
+    .await?;
+    let run = dispatched.run;
+    if let Some((claimed, slot)) = dispatched.taken {
+        crate::worker::spawn_execution(&state, claimed, slot);
+    }
     let mut view = run_json(&run);
     let stream_url = format!("/v1/runs/{}/events?offset=-1&live=sse", run.id);
     view["stream_url"] = json!(stream_url);

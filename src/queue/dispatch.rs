@@ -136,9 +136,13 @@ pub(super) fn insert_dispatch(
     // no older run of the runner waits, and the session has nothing in flight (FIFO per session
     // and per runner hold exactly as if it had claimed from the queue).
     let taker = match taker {
-        Some(t) if t.runner == runner
-            && !(existing && runs::session_busy(conn, &session_id)?)
-            && !runs::runner_has_queued(conn, &runner)? => Some(t),
+        Some(t)
+            if t.runner == runner
+                && !(existing && runs::session_busy(conn, &session_id)?)
+                && !runs::runner_has_queued(conn, &runner)? =>
+        {
+            Some(t)
+        }
         _ => None,
     };
     let mut run = RunRow {

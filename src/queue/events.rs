@@ -77,11 +77,27 @@ impl Drop for Subscription {
 /// Writes a run's events while it executes: coalesces text deltas, batches writes through the
 /// single writer, publishes each committed batch. A streamed turn's first event is written at
 /// once (time to first token); later events gather for up to [`COALESCE`] or [`COALESCE_BYTES`]
-/// per write. What is still pending when the turn ends is written with its terminal event, in
-/// the same transaction.
+/// per write. A turn answered whole keeps its events in memory until a tool starts (from then
+/// on they are written as they come, so a long turn shows its progress); a turn that needs no
+/// tool thus writes everything with its terminal event, in one transaction. What is still
+/// pending when the turn ends is written with the terminal event.
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<(EventType, Value)>,
-    flusher: tokio::task::JoinHandle<(i64, Vec<(EventType, Value)>)>,
+    state: Mutex<SinkState>,
+    db: Db,
+    hub: Arc<EventHub>,
+    run: RunId,
+    next_seq: i64,
+    eager: bool,
+}
+
+enum SinkState {
+    /// Nothing written yet: events wait here.
+    Holding(Vec<(EventType, Value)>),
+    /// A flusher task writes what is sent to it.
+    Writing {
+        tx: mpsc::UnboundedSender<(EventType, Value)>,
+        flusher: tokio::task::JoinHandle<(i64, Vec<(EventType, Value)>)>,
+    },
 }
 
 /// Longest an event waits for company before it is written.
@@ -90,29 +106,51 @@ pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 pub const COALESCE_BYTES: usize = 512;
 
 impl EventSink {
-    /// Starts a sink for `run` whose next event gets `next_seq`; `eager_first` writes the first
-    /// event without waiting (streamed turns).
+    /// Starts a sink for `run` whose next event gets `next_seq`; `eager` (streamed turns)
+    /// writes from the first event on, the first without waiting.
     #[must_use]
-    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, eager_first: bool) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        // Ends when the sink's sender is dropped in `finish`, so shutdown never waits on it alone.
-        #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
-        let flusher = tokio::spawn(flush_loop(db, hub, run, next_seq, eager_first, rx));
-        Self { tx, flusher }
+    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, eager: bool) -> Self {
+        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, eager }
     }
 
     /// Stops the sink: returns the seq the next event gets and the events not yet written,
     /// which the caller writes with the terminal event.
     pub async fn finish(self, fallback_next_seq: i64) -> (i64, Vec<(EventType, Value)>) {
-        drop(self.tx);
-        self.flusher.await.unwrap_or((fallback_next_seq, Vec::new()))
+        let state = self.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        match state {
+            SinkState::Holding(events) => (self.next_seq, coalesce(events)),
+            SinkState::Writing { tx, flusher } => {
+                drop(tx);
+                flusher.await.unwrap_or((fallback_next_seq, Vec::new()))
+            }
+        }
     }
 }
 
 impl Emit for EventSink {
     fn emit(&self, kind: EventType, data: Value) {
-        // The receiver lives until `finish`; a send can only fail after it, when nothing is left to record.
-        let _ = self.tx.send((kind, data));
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *state {
+            SinkState::Holding(events) if !(self.eager || kind == EventType::ToolStarted) => {
+                events.push((kind, data));
+            }
+            SinkState::Holding(events) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                for held in events.drain(..).chain(std::iter::once((kind, data))) {
+                    let _ = tx.send(held);
+                }
+                let (db, hub, run) = (self.db.clone(), Arc::clone(&self.hub), self.run.clone());
+                // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
+                #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
+                let flusher = tokio::spawn(flush_loop(db, hub, run, self.next_seq, true, rx));
+                *state = SinkState::Writing { tx, flusher };
+            }
+            // The receiver lives until `finish`; a send can only fail after it, when nothing is
+            // left to record.
+            SinkState::Writing { tx, .. } => {
+                let _ = tx.send((kind, data));
+            }
+        }
     }
 }
 

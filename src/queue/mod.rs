@@ -150,13 +150,15 @@ impl Queue {
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
     pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
-        let slot = self.local.get().and_then(|l| Arc::clone(&l.slots).try_acquire_owned().ok().map(|p| (l, p)));
+        let slot =
+            self.local.get().and_then(|l| Arc::clone(&l.slots).try_acquire_owned().ok().map(|p| (l, p)));
         let taker = slot.as_ref().map(|(l, _)| dispatch::Taker {
             runner: l.runner.clone(),
             worker: l.worker.clone(),
             lease_ms: self.lease_ms(),
         });
-        let stored = self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker.as_ref())).await??;
+        let stored =
+            self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker.as_ref())).await??;
         let dispatch::Stored { run, events, claimed } = stored;
         self.hub.publish(&run.id, Arc::from(events));
         crate::telemetry::event_line(json!({
@@ -256,8 +258,8 @@ impl Queue {
     }
 
     /// Ends a held run (fenced on worker and attempt): its pending tail events from `seq` on,
-    /// then its terminal event.
-    /// Returns false when the run had moved on (a stale holder).
+    /// then its terminal event. Returns the terminal event as stored, or `None` when the run
+    /// had moved on (a stale holder).
     ///
     /// # Errors
     /// On a storage failure.
@@ -267,7 +269,7 @@ impl Queue {
         worker: &str,
         seq: i64,
         done: Completion,
-    ) -> Result<bool, DbError> {
+    ) -> Result<Option<RunEvent>, DbError> {
         let (id, session, attempt, worker) =
             (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
         let kind = EventType::terminal_for(done.status).unwrap_or(EventType::Failed);
@@ -304,10 +306,54 @@ impl Queue {
                 Ok(true)
             })
             .await?;
-        if finished {
-            self.after_terminal(run, terminal);
+        if !finished {
+            return Ok(None);
         }
-        Ok(finished)
+        let last = terminal.last().cloned();
+        self.after_terminal(run, terminal);
+        Ok(last)
+    }
+
+    /// Ends a held run whose executor went away mid-turn (the client hung up on a run executed
+    /// on its request): `cancelled`, numbered after whatever the log holds, fenced like
+    /// [`Queue::finish`].
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn abandon(&self, run: &RunRow, worker: &str) -> Result<(), DbError> {
+        let (id, session, attempt, worker) =
+            (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
+        let error = json!({"message": "the client went away before the turn ended", "code": "cancelled"});
+        let terminal = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                let finish = runs::Finish {
+                    status: RunStatus::Cancelled,
+                    output: None,
+                    usage: None,
+                    error: Some(&error),
+                    at: now,
+                };
+                if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
+                    return Ok(None);
+                }
+                let event = RunEvent {
+                    seq: run_events::last_seq(conn, &id)? + 1,
+                    kind: EventType::Cancelled,
+                    data: json!({"error": error}),
+                    created_at: now,
+                };
+                run_events::insert_events(conn, &id, std::slice::from_ref(&event))?;
+                sessions::settle_session(conn, &session, now)?;
+                Ok(Some(event))
+            })
+            .await?;
+        self.untrack_cancel(&run.id);
+        if let Some(event) = terminal {
+            self.after_terminal(run, Arc::from(vec![event]));
+        }
+        Ok(())
     }
 
     fn after_terminal(&self, run: &RunRow, terminal: Arc<[RunEvent]>) {

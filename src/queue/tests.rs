@@ -98,9 +98,10 @@ async fn one_session_runs_first_in_first_out_and_reject_refuses() {
         upstream_ms: 0.0,
         tail: Vec::new(),
     };
-    assert!(queue.finish(&claimed.run, "w", claimed.next_seq + 1, done.clone()).await.unwrap());
+    let terminal = queue.finish(&claimed.run, "w", claimed.next_seq + 1, done.clone()).await.unwrap();
+    assert_eq!(terminal.map(|e| (e.kind, e.seq)), Some((EventType::Completed, claimed.next_seq + 1)));
     // Idempotent and fenced: finishing again, or by another worker, changes nothing.
-    assert!(!queue.finish(&claimed.run, "w", claimed.next_seq + 2, done).await.unwrap());
+    assert!(queue.finish(&claimed.run, "w", claimed.next_seq + 2, done).await.unwrap().is_none());
     assert!(queue.claim("go", "w3").await.unwrap().is_none(), "third still behind second");
     let next = queue.claim("ts", "w2").await.unwrap().unwrap();
     assert_eq!(next.run.id, second.id);
@@ -172,7 +173,8 @@ async fn a_local_worker_with_a_free_slot_takes_a_run_in_its_dispatch_transaction
     let behind = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
     assert!(behind.taken.is_none(), "FIFO per runner");
     // Nor jumps the session: the first run's session is busy.
-    let (_, _) = (queue.claim("ts", "x").await.unwrap().unwrap(), queue.claim("ts", "x").await.unwrap().unwrap());
+    let (_, _) =
+        (queue.claim("ts", "x").await.unwrap().unwrap(), queue.claim("ts", "x").await.unwrap().unwrap());
     let same = queue.dispatch(new_run(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
     assert!(same.taken.is_none(), "FIFO per session");
     assert_eq!(same.run.status, RunStatus::Queued);

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::agent::{self, Outcome, Turn};
 use crate::app::AppState;
 use crate::db::{now_ms, runs, workers};
+use crate::domain::event::RunEvent;
 use crate::domain::profile::ResolvedProfile;
 use crate::domain::run::RunStatus;
 use crate::queue::events::EventSink;
@@ -157,8 +158,46 @@ pub fn spawn_execution(state: &AppState, claimed: Claimed, slot: tokio::sync::Ow
     });
 }
 
-/// Executes a claimed run to its end and records the outcome.
-pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
+/// Executes a run taken at dispatch on the caller's own task (a non-streamed chat turn: no
+/// task hand-off, no wake-ups) and returns its terminal event once recorded. If the caller is
+/// dropped before the end — the client hung up — the turn stops with it (upstream call and
+/// tools included) and the run is recorded as cancelled.
+pub async fn execute_here(
+    state: &AppState,
+    claimed: Claimed,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Option<RunEvent> {
+    let worker = claimed.run.claimed_by.clone().unwrap_or_default();
+    let mut guard = Abandon { state: state.clone(), run: Some(claimed.run.clone()), worker: worker.clone() };
+    let terminal = execute(state, claimed, &worker).await;
+    guard.run = None;
+    drop(slot);
+    terminal
+}
+
+/// Records a run executed on a request as cancelled when the request is dropped mid-turn.
+struct Abandon {
+    state: AppState,
+    run: Option<crate::queue::RunRow>,
+    worker: String,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        let (state, worker) = (self.state.clone(), std::mem::take(&mut self.worker));
+        tracing::info!(run.id = %run.id, "client went away: cancelling the run");
+        self.state.tasks().spawn(async move {
+            if let Err(e) = state.queue().abandon(&run, &worker).await {
+                tracing::warn!(error = %e, run.id = %run.id, "could not record the abandoned run");
+            }
+        });
+    }
+}
+
+/// Executes a claimed run to its end and records the outcome; returns its terminal event
+/// (`None` when it could not start or had moved on to another holder).
+pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) -> Option<RunEvent> {
     let run = claimed.run.clone();
     let queue = state.queue();
     let cancel = queue.track_cancel(&run.id);
@@ -171,12 +210,12 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
             Ok(true) => {}
             Ok(false) => {
                 queue.untrack_cancel(&run.id);
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::error!(error = %e, run.id = %run.id, "could not start the run");
                 queue.untrack_cancel(&run.id);
-                return;
+                return None;
             }
         }
     }
@@ -203,11 +242,15 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) {
     };
     queue.untrack_cancel(&run.id);
     match queue.finish(&run, worker, next_seq, completion).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(run.id = %run.id, worker, "the run moved on before this worker finished it")
+        Ok(Some(terminal)) => Some(terminal),
+        Ok(None) => {
+            tracing::warn!(run.id = %run.id, worker, "the run moved on before this worker finished it");
+            None
         }
-        Err(e) => tracing::error!(error = %e, run.id = %run.id, "could not record the run's outcome"),
+        Err(e) => {
+            tracing::error!(error = %e, run.id = %run.id, "could not record the run's outcome");
+            None
+        }
     }
 }
 

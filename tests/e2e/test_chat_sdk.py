@@ -209,3 +209,34 @@ def test_a_client_that_disconnects_cancels_the_run_and_the_upstream_call(hearth:
 
 def test_models_lists_echo(client: openai.OpenAI) -> None:
     assert "echo" in [m.id for m in client.models.list().data]
+
+
+def test_a_client_that_hangs_up_on_a_whole_answer_cancels_the_run_and_the_upstream_call(
+        hearth: Hearth, fake_upstream: str) -> None:
+    """A non-streamed turn runs on the request itself: hanging up must still end the run."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(timeout=30) as http:
+        first = http.post(f"{hearth.base_url}/v1/chat/completions", headers=headers,
+                          json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+        session = first.headers["x-session-id"]
+        aborts = fake_stats(fake_upstream)["client_aborts"]
+        with pytest.raises(httpx.ReadTimeout):
+            http.post(f"{hearth.base_url}/v1/chat/completions", timeout=0.5,
+                      headers={**headers, "X-Session-Id": session},
+                      json={"model": model("openai", "slow:5000"),
+                            "messages": [{"role": "user", "content": "take your time"}]})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            view = http.get(f"{hearth.base_url}/v1/sessions/{session}", headers=headers).json()
+            if len(view["runs"]) == 2 and view["runs"][1]["status"] != "running":
+                break
+            time.sleep(0.05)
+        runs = view["runs"]
+        assert [r["status"] for r in runs] == ["completed", "cancelled"], runs
+        assert runs[1]["error"]["code"] == "cancelled", runs[1]
+        assert view["status"] == "idle", view
+        events = http.get(f"{hearth.base_url}/v1/runs/{runs[1]['id']}/events?offset=-1", headers=headers).json()
+        assert [e["type"] for e in events] == ["run.queued", "run.started", "run.cancelled"], events
+    while fake_stats(fake_upstream)["client_aborts"] <= aborts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_stats(fake_upstream)["client_aborts"] > aborts, "the upstream call was dropped too"

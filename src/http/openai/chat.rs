@@ -96,10 +96,28 @@ pub async fn chat_completions(
     // Follow the run before it exists: its first events are published as the dispatch commits.
     let id = RunId::new();
     let follower = Follower::fresh(state.db().clone(), state.queue().hub(), id.clone());
-    let run = crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue).await?;
-    let turn = Turn { run, model, created: unix_now(), started, include_usage };
-    let guard = CancelOnDrop { state: state.clone(), run: Some(turn.run.clone()) };
-    if stream { stream_turn(turn, follower, guard).await } else { complete_turn(turn, follower, guard).await }
+    let dispatched = crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue).await?;
+    let turn = Turn { run: dispatched.run, model, created: unix_now(), started, include_usage };
+    match dispatched.taken {
+        // Taken at dispatch and answered whole: executed right here, on the request's task.
+        Some((claimed, slot)) if !stream => {
+            drop(follower);
+            let terminal =
+                crate::worker::execute_here(&state, claimed, slot).await.ok_or(ApiError::Internal)?;
+            answer(&turn, &terminal)
+        }
+        taken => {
+            if let Some((claimed, slot)) = taken {
+                crate::worker::spawn_execution(&state, claimed, slot);
+            }
+            let guard = CancelOnDrop { state: state.clone(), run: Some(turn.run.clone()) };
+            if stream {
+                stream_turn(turn, follower, guard).await
+            } else {
+                complete_turn(turn, follower, guard).await
+            }
+        }
+    }
 }
 
 fn ids_headers(response: &mut Response, run: &RunRow) {
@@ -162,6 +180,11 @@ async fn complete_turn(
 ) -> Result<Response, ApiError> {
     let terminal = wait_terminal(&mut follower).await?;
     guard.disarm();
+    answer(&turn, &terminal)
+}
+
+/// The `chat.completion` for a run's terminal event, or its error.
+fn answer(turn: &Turn, terminal: &RunEvent) -> Result<Response, ApiError> {
     if terminal.kind != EventType::Completed {
         return Err(failure(&terminal.data));
     }
@@ -174,7 +197,7 @@ async fn complete_turn(
         message["content"] = json!("");
     }
     let body = json!({
-        "id": completion_id(&turn),
+        "id": completion_id(turn),
         "object": "chat.completion",
         "created": turn.created,
         "model": turn.model,
