@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_identity", include_str!("../../migrations/0001_identity.sql")),
     ("0002_runs", include_str!("../../migrations/0002_runs.sql")),
     ("0003_workers", include_str!("../../migrations/0003_workers.sql")),
+    ("0004_held_runs_index", include_str!("../../migrations/0004_held_runs_index.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -258,9 +258,9 @@ fn build_turn(
     state: &AppState,
     claimed: &Claimed,
 ) -> Result<(Turn, Vec<crate::domain::message::Message>), String> {
-    let input: RunInput =
-        serde_json::from_value(claimed.run.input.clone()).map_err(|e| format!("stored run input: {e}"))?;
-    let profile: ResolvedProfile = serde_json::from_value(claimed.run.resolved_profile.clone())
+    use serde::Deserialize as _;
+    let input = RunInput::deserialize(&claimed.run.input).map_err(|e| format!("stored run input: {e}"))?;
+    let profile = ResolvedProfile::deserialize(&claimed.run.resolved_profile)
         .map_err(|e| format!("stored resolved profile: {e}"))?;
     let model = state
         .models()
