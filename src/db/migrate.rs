@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_runs", include_str!("../../migrations/0002_runs.sql")),
     ("0003_workers", include_str!("../../migrations/0003_workers.sql")),
     ("0004_held_runs_index", include_str!("../../migrations/0004_held_runs_index.sql")),
+    ("0005_user_sessions_index", include_str!("../../migrations/0005_user_sessions_index.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -124,10 +124,18 @@ pub fn list_sessions(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SessionRow>, DbError> {
-    let mut stmt = conn.prepare_cached(select_session!(
-        "WHERE organization_id = ?1 AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR updated_at < ?3)
-         ORDER BY updated_at DESC, id DESC LIMIT ?4"
-    ))?;
+    // Two statements, so each reads its own index: `sessions_by_user` when a user is given
+    // (it holds only sessions with a user), `sessions_by_org` otherwise.
+    let mut stmt = match user {
+        Some(_) => conn.prepare_cached(select_session!(
+            "WHERE organization_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR updated_at < ?3)
+             ORDER BY updated_at DESC, id DESC LIMIT ?4"
+        ))?,
+        None => conn.prepare_cached(select_session!(
+            "WHERE organization_id = ?1 AND ?2 IS NULL AND (?3 IS NULL OR updated_at < ?3)
+             ORDER BY updated_at DESC, id DESC LIMIT ?4"
+        ))?,
+    };
     let rows = stmt.query_map(params![org, user, before, limit], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
