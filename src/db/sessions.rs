@@ -98,18 +98,20 @@ pub fn stamp_session(
     Ok(())
 }
 
-/// Sets the session `idle` when none of its runs is still in flight.
+/// Sets the session `idle` when none of its runs is still in flight; returns whether it did
+/// (false: a run of the session is still queued or held).
 ///
 /// # Errors
 /// On a database failure.
-pub fn settle_session(conn: &Connection, id: &SessionId, at: i64) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "UPDATE agent_sessions SET status = 'idle', updated_at = ?2
+pub fn settle_session(conn: &Connection, id: &SessionId, at: i64) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE agent_sessions SET status = 'idle', updated_at = ?2
          WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1
                                        AND status IN ('queued', 'claimed', 'running'))",
-    )?
-    .execute(params![id, at])?;
-    Ok(())
+        )?
+        .execute(params![id, at])?;
+    Ok(changed == 1)
 }
 
 /// Sessions of an organization (and user, when given), most recently updated first, before the

@@ -19,6 +19,8 @@ pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<reqwe
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
+        // Provider APIs answer where they are asked; following redirects would only cost.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))

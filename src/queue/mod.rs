@@ -296,21 +296,19 @@ impl Queue {
                     at: now,
                 };
                 if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 run_events::insert_events(conn, &id, &stored)?;
                 if done.status == RunStatus::Completed {
                     messages::append_messages(conn, &session, &id, &done.messages, now)?;
                 }
-                sessions::settle_session(conn, &session, now)?;
-                Ok(true)
+                // Not settled: the session's next run waits in the queue, claimable now.
+                Ok(Some(!sessions::settle_session(conn, &session, now)?))
             })
             .await?;
-        if !finished {
-            return Ok(None);
-        }
+        let Some(next_waits) = finished else { return Ok(None) };
         let last = terminal.last().cloned();
-        self.after_terminal(run, terminal);
+        self.after_terminal(run, terminal, next_waits);
         Ok(last)
     }
 
@@ -351,16 +349,19 @@ impl Queue {
             .await?;
         self.untrack_cancel(&run.id);
         if let Some(event) = terminal {
-            self.after_terminal(run, Arc::from(vec![event]));
+            self.after_terminal(run, Arc::from(vec![event]), true);
         }
         Ok(())
     }
 
-    fn after_terminal(&self, run: &RunRow, terminal: Arc<[RunEvent]>) {
+    /// Publishes a run's terminal batch and logs the completion; `wake` when the session has a
+    /// queued run that the end of this one makes claimable (its runner may be any).
+    fn after_terminal(&self, run: &RunRow, terminal: Arc<[RunEvent]>, wake: bool) {
         let kind = terminal.last().map_or(EventType::Failed, |e| e.kind);
         self.hub.publish(&run.id, terminal);
-        // The session's next queued run (any runner) may be claimable now.
-        self.wake_all();
+        if wake {
+            self.wake_all();
+        }
         crate::telemetry::event_line(json!({
             "event": "completed", "sessionId": run.session_id, "runId": run.id,
             "runner": run.runner, "status": kind.as_str().trim_start_matches("run."),
@@ -398,7 +399,7 @@ impl Queue {
             })
             .await?;
         match cancelled_queued {
-            Some(event) => self.after_terminal(run, Arc::from(vec![event])),
+            Some(event) => self.after_terminal(run, Arc::from(vec![event]), true),
             None => {
                 let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(token) = cancels.get(&run.id) {

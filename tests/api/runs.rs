@@ -488,6 +488,10 @@ async fn double_texting_queues_behind_the_running_turn_or_is_rejected() {
         second["started_at"].as_i64().unwrap() >= first["finished_at"].as_i64().unwrap(),
         "FIFO per session: the second turn started before the first ended\nfirst: {first}\nsecond: {second}"
     );
+    // The end of the first wakes the claimer at once; without the wake-up it would find the
+    // second turn only at its 5 s idle re-check.
+    let gap = second["started_at"].as_i64().unwrap() - first["finished_at"].as_i64().unwrap();
+    assert!(gap < 2_000, "the queued turn waited {gap} ms after its session became free");
 
     // Once idle, the same request is accepted.
     let third = api.start(&with(echo("third"), &json!({"session_id": session, "on_busy": "reject"}))).await;
