@@ -45,7 +45,7 @@ pub fn insert_flag_change(conn: &Connection, c: &FlagChange) -> Result<(), DbErr
 pub fn list_flag_changes(conn: &Connection, org: &OrgId, limit: u32) -> Result<Vec<FlagChange>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT organization_id, old, new, actor, reason, forced, at FROM flag_changes
-         WHERE organization_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+         WHERE organization_id = ?1 ORDER BY at DESC, id DESC LIMIT +?2",
     )?;
     let rows = stmt.query_map(params![org, limit], |r| {
         Ok(FlagChange {

@@ -37,6 +37,10 @@ PRAGMA busy_timeout = 5000;
 PRAGMA temp_store = MEMORY;";
 
 /// Prepared statements kept per connection: more than hearth has, so hot paths never re-parse.
+///
+/// A bare `LIMIT ?` would defeat the cache: SQLite re-prepares such a statement every time it is
+/// run with a new binding (the limit can change its plan), so hearth writes `LIMIT +?N`. A test
+/// below shows the difference, and another checks no `LIMIT ?` comes back.
 const STATEMENT_CACHE: usize = 256;
 
 /// How many queued write jobs one transaction may take at most.
@@ -356,6 +360,47 @@ mod tests {
             .unwrap();
         assert_eq!((mode.as_str(), fk, sync), ("wal", 1, 1));
         assert!(timeout >= 5000);
+    }
+}
+
+#[cfg(test)]
+mod statement_tests {
+    use rusqlite::StatementStatus;
+
+    use super::Connection;
+
+    fn reprepares(sql: &str) -> i32 {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (k TEXT, n INTEGER, PRIMARY KEY (k, n)) WITHOUT ROWID").unwrap();
+        for limit in 1..=3 {
+            conn.prepare_cached(sql)
+                .unwrap()
+                .query_map(rusqlite::params!["k", limit], |_| Ok(()))
+                .unwrap()
+                .count();
+        }
+        conn.prepare_cached(sql).unwrap().get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn a_bound_limit_is_written_so_the_statement_is_not_prepared_again() {
+        let bare = concat!("SELECT n FROM t WHERE k = ?1 ORDER BY n LIMIT ", "?2");
+        assert!(reprepares(bare) > 0, "SQLite changed: revisit");
+        assert_eq!(reprepares("SELECT n FROM t WHERE k = ?1 ORDER BY n LIMIT +?2"), 0);
+    }
+
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // `LIMIT ?` and a parameter number: a bound limit as SQL writes it.
+            let bare = text
+                .match_indices("LIMIT ?")
+                .filter(|(at, m)| text[at + m.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()));
+            assert_eq!(bare.count(), 0, "{} binds a bare `LIMIT ?`: write `LIMIT +?N`", path.display());
+        }
     }
 }
 

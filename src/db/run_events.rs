@@ -31,7 +31,7 @@ pub fn list_events_after(
     limit: u32,
 ) -> Result<Vec<RunEvent>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, type, data, created_at FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        "SELECT seq, type, data, created_at FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT +?3",
     )?;
     let rows = stmt.query_map(params![run, after_seq, limit], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))

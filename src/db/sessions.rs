@@ -131,11 +131,11 @@ pub fn list_sessions(
     let mut stmt = match user {
         Some(_) => conn.prepare_cached(select_session!(
             "WHERE organization_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR updated_at < ?3)
-             ORDER BY updated_at DESC, id DESC LIMIT ?4"
+             ORDER BY updated_at DESC, id DESC LIMIT +?4"
         ))?,
         None => conn.prepare_cached(select_session!(
             "WHERE organization_id = ?1 AND ?2 IS NULL AND (?3 IS NULL OR updated_at < ?3)
-             ORDER BY updated_at DESC, id DESC LIMIT ?4"
+             ORDER BY updated_at DESC, id DESC LIMIT +?4"
         ))?,
     };
     let rows = stmt.query_map(params![org, user, before, limit], from_row)?;
