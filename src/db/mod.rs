@@ -78,9 +78,21 @@ pub enum DbError {
 }
 
 type Deliver = Box<dyn FnOnce(Option<&Arc<rusqlite::Error>>) + Send>;
-/// A queued write: given the writer's connection (or the error that kept the transaction from
-/// opening), it runs and returns how to answer its caller once the commit outcome is known.
-type Job = Box<dyn FnOnce(Result<&Connection, &Arc<rusqlite::Error>>) -> Deliver + Send>;
+/// A queued write: given the writer's connection and how to guard it (or the error that kept
+/// the transaction from opening), it runs and returns how to answer its caller once the commit
+/// outcome is known, and whether it succeeded.
+type Job = Box<dyn FnOnce(Result<(&Connection, Guard), &Arc<rusqlite::Error>>) -> (Deliver, bool) + Send>;
+
+/// How a job is isolated from the other jobs of its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// The first job of a transaction runs bare: if it fails, the whole transaction (only its
+    /// own writes) is rolled back and a new one begins. A savepoint would copy every page it
+    /// touches into the statement journal for nothing.
+    Bare,
+    /// Later jobs run in a savepoint, so a failing one rolls back alone.
+    Savepoint,
+}
 
 /// The one writer connection and the jobs waiting for it.
 struct Writer {
@@ -164,17 +176,20 @@ impl Db {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
-                Ok(conn) => run_in_savepoint(conn, f),
+                Ok((conn, Guard::Savepoint)) => run_in_savepoint(conn, f),
+                Ok((conn, Guard::Bare)) => run_caught(conn, f),
                 Err(e) => Err(DbError::Commit(Arc::clone(e))),
             };
-            Box::new(move |commit_error| {
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit_error| {
                 let answer = match (result, commit_error) {
                     (Ok(_), Some(e)) => Err(DbError::Commit(Arc::clone(e))),
                     (result, _) => result,
                 };
                 // The caller may have gone away (request cancelled); the write stands.
                 let _ = tx.send(answer);
-            })
+            });
+            (deliver, ok)
         });
         self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
         self.writer.lead();
@@ -187,14 +202,19 @@ fn run_in_savepoint<T>(
     f: impl FnOnce(&Connection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| Err(DbError::Task("a write job panicked".into())));
+    let result = run_caught(conn, f);
     if result.is_ok() {
         conn.prepare_cached("RELEASE job")?.execute([])?;
     } else {
         conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
     }
     result
+}
+
+/// Runs a job, turning a panic into an error.
+fn run_caught<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(DbError::Task("a write job panicked".into())))
 }
 
 impl Writer {
@@ -255,15 +275,35 @@ impl Db {
     }
 }
 
-/// One transaction for a batch of jobs; each caller is answered after the commit.
+/// One transaction for a batch of jobs; each caller is answered after the commit. The first
+/// job runs bare (see [`Guard`]): when it fails, its transaction is rolled back and the next job
+/// starts a new one, again bare.
 fn run_batch(conn: &Connection, batch: Vec<Job>) {
-    let begin =
-        conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new);
-    if let Err(e) = &begin {
-        tracing::error!(error = %e, "database writer could not begin a transaction");
+    let begin = || {
+        let begun = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ());
+        begun.map_err(|e| {
+            tracing::error!(error = %e, "database writer could not begin a transaction");
+            Arc::new(e)
+        })
+    };
+    let mut open = begin();
+    let mut guard = Guard::Bare;
+    let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
+    for job in batch {
+        let (deliver, ok) = job(open.as_ref().map(|()| (conn, guard)));
+        delivers.push(deliver);
+        if open.is_err() {
+            continue;
+        }
+        match (guard, ok) {
+            (Guard::Bare, false) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                open = begin();
+            }
+            _ => guard = Guard::Savepoint,
+        }
     }
-    let delivers: Vec<Deliver> = batch.into_iter().map(|job| job(begin.as_ref().map(|()| conn))).collect();
-    let outcome = match begin {
+    let outcome = match open {
         Ok(()) => conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new),
         Err(e) => Err(e),
     };
@@ -342,6 +382,74 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, vec![1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
+    #[expect(clippy::await_holding_lock, reason = "holds the writer on purpose; writers only try_lock it")]
+    async fn a_failing_first_job_of_a_batch_rolls_back_alone_and_the_rest_commit() {
+        let (_dir, db) = open_temp();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?)).await.unwrap();
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", []).map(|_| ())?)).await.unwrap();
+        // Hold the writer so the next jobs queue up and run as one batch, in this order.
+        let held = db.writer.conn.lock().unwrap();
+        let queued = |n: usize| {
+            let db = db.clone();
+            async move {
+                while db.writer.queue.lock().unwrap().len() < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|c| {
+                    c.execute("INSERT INTO t VALUES (2)", [])?;
+                    c.execute("INSERT INTO t VALUES (1)", [])?; // duplicate: this job fails
+                    Ok(())
+                })
+                .await
+            }
+        });
+        queued(1).await;
+        let second = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(|c| Ok(c.execute("INSERT INTO t VALUES (3)", []).map(|_| ())?)).await }
+        });
+        queued(2).await;
+        let third = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|c| {
+                    c.execute("INSERT INTO t VALUES (4)", [])?;
+                    c.execute("INSERT INTO t VALUES (3)", [])?; // fails too, inside a savepoint
+                    Ok(())
+                })
+                .await
+            }
+        });
+        queued(3).await;
+        let fourth = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(|c| Ok(c.execute("INSERT INTO t VALUES (5)", []).map(|_| ())?)).await }
+        });
+        queued(4).await;
+        drop(held);
+        db.writer.lead();
+        assert!(first.await.unwrap().is_err());
+        assert!(second.await.unwrap().is_ok());
+        assert!(third.await.unwrap().is_err());
+        assert!(fourth.await.unwrap().is_ok());
+        let rows: Vec<i64> = db
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 3, 5]);
     }
 
     #[tokio::test]
