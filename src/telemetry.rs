@@ -25,11 +25,13 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
 
 /// Writes one of the SPEC §6 event lines (dispatch, claimed, completed) as a JSON object on
 /// stderr, with nested objects kept as objects (the tracing formatter would quote them).
-/// Written when the `hearth::events` target is enabled at INFO.
-pub fn event_line(mut line: serde_json::Value) {
+/// Written when the `hearth::events` target is enabled at INFO; `line` is built only then
+/// (it clones the resolved profile, which would cost on every turn for nothing).
+pub fn event_line(line: impl FnOnce() -> serde_json::Value) {
     if !tracing::enabled!(target: "hearth::events", tracing::Level::INFO) {
         return;
     }
+    let mut line = line();
     let timestamp = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();

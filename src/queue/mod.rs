@@ -161,10 +161,12 @@ impl Queue {
             self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker.as_ref())).await??;
         let dispatch::Stored { run, events, claimed } = stored;
         self.hub.publish(&run.id, Arc::from(events));
-        crate::telemetry::event_line(json!({
-            "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
-            "resolvedProfile": run.resolved_profile,
-        }));
+        crate::telemetry::event_line(|| {
+            json!({
+                "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
+                "resolvedProfile": run.resolved_profile,
+            })
+        });
         let taken = match (claimed, slot) {
             (Some(claimed), Some((_, permit))) => {
                 claimed_line(&claimed);
@@ -362,11 +364,13 @@ impl Queue {
         if wake {
             self.wake_all();
         }
-        crate::telemetry::event_line(json!({
-            "event": "completed", "sessionId": run.session_id, "runId": run.id,
-            "runner": run.runner, "status": kind.as_str().trim_start_matches("run."),
-            "attempt": run.attempt,
-        }));
+        crate::telemetry::event_line(|| {
+            json!({
+                "event": "completed", "sessionId": run.session_id, "runId": run.id,
+                "runner": run.runner, "status": kind.as_str().trim_start_matches("run."),
+                "attempt": run.attempt,
+            })
+        });
     }
 
     /// Asks a run to stop: a queued run is cancelled at once; a held one is signalled (the
@@ -468,10 +472,12 @@ impl Queue {
 }
 
 fn claimed_line(c: &Claimed) {
-    crate::telemetry::event_line(json!({
-        "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
-        "workerId": c.run.claimed_by, "runner": c.run.runner, "attempt": c.run.attempt,
-    }));
+    crate::telemetry::event_line(|| {
+        json!({
+            "event": "claimed", "sessionId": c.run.session_id, "runId": c.run.id,
+            "workerId": c.run.claimed_by, "runner": c.run.runner, "attempt": c.run.attempt,
+        })
+    });
 }
 
 fn started_event(seq: i64, worker: &str, attempt: i64, at: i64) -> RunEvent {
