@@ -14,6 +14,9 @@ const BUCKETS: &[f64] = &[
     10.0, 30.0, 60.0,
 ];
 
+/// Buckets of `hearth_db_commit_writes` (writes that shared one commit).
+const COMMIT_WRITES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders it.
@@ -27,6 +30,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), BUCKETS)
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full("hearth_db_commit_writes".into()), COMMIT_WRITES)
+        .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
@@ -34,6 +39,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
+    metrics::describe_histogram!(
+        "hearth_db_commit_writes",
+        "Write jobs that shared one SQLite commit (group commit: higher under load)."
+    );
     metrics::describe_counter!(
         "hearth_http_requests_total",
         "HTTP requests answered, by route, method and status."

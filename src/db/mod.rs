@@ -303,6 +303,8 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
     };
     let mut open = begin();
     let mut guard = Guard::Bare;
+    #[expect(clippy::cast_precision_loss, reason = "a batch holds at most MAX_BATCH jobs")]
+    metrics::histogram!("hearth_db_commit_writes").record(batch.len() as f64);
     let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
     for job in batch {
         let (deliver, ok) = job(open.as_ref().map(|()| (conn, guard)));

@@ -1,5 +1,7 @@
 //! SQL for `runs`: insert, find, the atomic claim, fenced transitions.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::DbError;
@@ -21,8 +23,8 @@ pub struct RunRow {
     pub status: RunStatus,
     /// Stamped runner.
     pub runner: String,
-    /// Stamped profile.
-    pub resolved_profile: serde_json::Value,
+    /// Stamped profile (shared: a run row is cloned on its way to the executor).
+    pub resolved_profile: Arc<serde_json::Value>,
     /// Worker holding it.
     pub claimed_by: Option<String>,
     /// Attempt number, from 1.
@@ -31,8 +33,8 @@ pub struct RunRow {
     pub lease_expires_at: Option<i64>,
     /// A cancel was asked for.
     pub cancel_requested: bool,
-    /// The turn's input.
-    pub input: serde_json::Value,
+    /// The turn's input (shared, like the profile).
+    pub input: Arc<serde_json::Value>,
     /// `{"content", "tool_calls"}` once completed.
     pub output: Option<serde_json::Value>,
     /// Token usage.
@@ -72,12 +74,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
             rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
         })?,
         runner: row.get(5)?,
-        resolved_profile: json(row.get(6)?).unwrap_or_default(),
+        resolved_profile: Arc::new(json(row.get(6)?).unwrap_or_default()),
         claimed_by: row.get(7)?,
         attempt: row.get(8)?,
         lease_expires_at: row.get(9)?,
         cancel_requested: row.get::<_, i64>(10)? != 0,
-        input: json(row.get(11)?).unwrap_or_default(),
+        input: Arc::new(json(row.get(11)?).unwrap_or_default()),
         output: json(row.get(12)?),
         usage: json(row.get(13)?),
         error: json(row.get(14)?),

@@ -1,5 +1,7 @@
 //! SQL for `agent_sessions`.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
@@ -20,7 +22,7 @@ pub struct SessionRow {
     /// Runner of the latest dispatch.
     pub runner: Option<String>,
     /// Resolved profile of the latest dispatch.
-    pub resolved_profile: serde_json::Value,
+    pub resolved_profile: Arc<serde_json::Value>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -42,7 +44,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         user_id: row.get(2)?,
         status: row.get(3)?,
         runner: row.get(4)?,
-        resolved_profile: serde_json::from_str(&profile).unwrap_or(serde_json::Value::Null),
+        resolved_profile: Arc::new(serde_json::from_str(&profile).unwrap_or(serde_json::Value::Null)),
         created_at: row.get(6)?,
         updated_at: row.get(7)?,
     })

@@ -243,7 +243,9 @@ impl ChatModel for Anthropic {
             match call(&self.upstream, "v1/messages", &body, &extra, request.stream, "message_stop", on_frame)
                 .await?
             {
-                Answer::Json(body) => whole_answer(&body, parse_complete, deltas),
+                Answer::Body(body) => {
+                    whole_answer(&self.upstream, &body, |v: Value| parse_complete(&v), deltas)
+                }
                 Answer::Streamed => Ok(state.finish()),
             }
         })

@@ -98,8 +98,9 @@ fn root_cause(error: &reqwest::Error) -> String {
 
 /// What a provider's answer is, once its status was 2xx.
 pub enum Answer {
-    /// A whole JSON body (non-streamed call).
-    Json(Value),
+    /// A whole JSON body (non-streamed call), parsed into the provider's own wire type by
+    /// [`whole_answer`] (no `Value` tree in between).
+    Body(Vec<u8>),
     /// An SSE body, already fed frame by frame to the provider's folder.
     Streamed,
 }
@@ -124,7 +125,8 @@ pub async fn call(
         return Err(status_error(response).await);
     }
     if !stream {
-        return Ok(Answer::Json(response.json().await.map_err(|e| upstream.body_error(&e))?));
+        let body = response.bytes().await.map_err(|e| upstream.body_error(&e))?;
+        return Ok(Answer::Body(body.to_vec()));
     }
     let mut decoder = super::sse::Decoder::default();
     let mut bytes = response.bytes_stream();
@@ -139,16 +141,22 @@ pub async fn call(
     Err(ModelError::Protocol(format!("the stream ended before {end}")))
 }
 
-/// A non-streamed answer, parsed by the provider, handed to `deltas` as one piece of text.
+/// A non-streamed answer: its body read as the provider's wire type `T`, turned into an output
+/// by `parse`, and handed to `deltas` as one piece of text.
 ///
 /// # Errors
-/// Whatever `parse` returns.
-pub fn whole_answer(
-    body: &Value,
-    parse: impl FnOnce(&Value) -> Result<super::ModelOutput, ModelError>,
+/// A body that is not JSON of the expected shape, or whatever `parse` returns.
+pub fn whole_answer<T: serde::de::DeserializeOwned>(
+    upstream: &Upstream,
+    body: &[u8],
+    parse: impl FnOnce(T) -> Result<super::ModelOutput, ModelError>,
     deltas: super::Deltas<'_>,
 ) -> Result<super::ModelOutput, ModelError> {
-    let output = parse(body)?;
+    let wire: T = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() { "is not a response of the expected shape" } else { "is not valid JSON" };
+        ModelError::Protocol(format!("the response from {} {what}: {e}", upstream.base_url))
+    })?;
+    let output = parse(wire)?;
     if !output.content.is_empty() {
         deltas(&output.content);
     }

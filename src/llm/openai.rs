@@ -80,32 +80,93 @@ fn usage_of(value: &Value) -> Usage {
     }
 }
 
-fn parse_complete(body: &Value) -> Result<ModelOutput, ModelError> {
+/// A non-streamed `chat.completion`, as far as hearth reads it. Every field is optional on the
+/// wire and read leniently (a missing one is empty, as OpenAI-compatible servers differ).
+#[derive(serde::Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireChoice {
+    message: Option<WireMessage>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireMessage {
+    /// A string; anything else (null, parts) reads as no text.
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCall>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireCall {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    /// A JSON string; anything else reads as `{}`.
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+fn parse_complete(body: WireCompletion) -> Result<ModelOutput, ModelError> {
     let message = body
-        .pointer("/choices/0/message")
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|c| c.message)
         .ok_or_else(|| ModelError::Protocol("the response has no choices[0].message".into()))?;
     let tool_calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(|calls| {
-            calls
-                .iter()
-                .map(|c| ToolCall {
-                    id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    name: c.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    arguments: c
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}")
-                        .to_owned(),
-                })
-                .collect()
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let function = c.function.unwrap_or(WireFunction { name: None, arguments: None });
+            ToolCall {
+                id: c.id.unwrap_or_default(),
+                name: function.name.unwrap_or_default(),
+                arguments: match function.arguments {
+                    Some(Value::String(text)) => text,
+                    _ => "{}".to_owned(),
+                },
+            }
         })
-        .unwrap_or_default();
+        .collect();
+    let content = match message.content {
+        Some(Value::String(text)) => text,
+        _ => String::new(),
+    };
+    let usage = body.usage.unwrap_or_default();
     Ok(ModelOutput {
-        content: message.get("content").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        content,
         tool_calls,
-        usage: body.get("usage").map(usage_of).unwrap_or_default(),
+        usage: Usage {
+            prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+            completion_tokens: usage.completion_tokens.unwrap_or(0),
+            total_tokens: usage.total_tokens.unwrap_or(0),
+        },
     })
 }
 
@@ -172,9 +233,70 @@ impl ChatModel for OpenAi {
             match call(&self.upstream, "chat/completions", &body, &[], request.stream, "[DONE]", on_frame)
                 .await?
             {
-                Answer::Json(body) => whole_answer(&body, parse_complete, deltas),
+                Answer::Body(body) => whole_answer(&self.upstream, &body, parse_complete, deltas),
                 Answer::Streamed => Ok(state.output),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ModelOutput, ModelError> {
+        let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1", &[]).unwrap();
+        let seen = std::sync::Mutex::new(String::new());
+        let deltas = |text: &str| seen.lock().unwrap().push_str(text);
+        let out = super::super::http::whole_answer(&upstream, body.as_bytes(), parse_complete, &deltas);
+        if let Ok(o) = &out {
+            assert_eq!(*seen.lock().unwrap(), o.content, "the whole text is handed on as one delta");
+        }
+        out
+    }
+
+    #[test]
+    fn a_whole_answer_reads_text_tool_calls_and_usage() {
+        let out = parse(
+            r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi",
+                "tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+                "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},
+                "system_fingerprint":null}"#,
+        )
+        .unwrap();
+        assert_eq!(out.content, "hi");
+        assert_eq!(
+            (
+                out.tool_calls[0].id.as_str(),
+                out.tool_calls[0].name.as_str(),
+                out.tool_calls[0].arguments.as_str()
+            ),
+            ("c1", "f", r#"{"a":1}"#)
+        );
+        assert_eq!((out.usage.prompt_tokens, out.usage.completion_tokens, out.usage.total_tokens), (3, 2, 5));
+    }
+
+    #[test]
+    fn odd_but_valid_answers_read_leniently() {
+        let out =
+            parse(r#"{"choices":[{"message":{"content":null,"tool_calls":null}}],"usage":null}"#).unwrap();
+        assert_eq!((out.content.as_str(), out.tool_calls.len(), out.usage.total_tokens), ("", 0, 0));
+        let out = parse(
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"x"}],
+                "tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!((out.content.as_str(), out.tool_calls[0].arguments.as_str()), ("", "{}"));
+    }
+
+    #[test]
+    fn broken_answers_are_protocol_errors_that_say_why() {
+        let message = |body: &str| match parse(body) {
+            Err(ModelError::Protocol(m)) => m,
+            other => panic!("expected a protocol error, got {:?}", other.map(|o| o.content)),
+        };
+        assert!(message(r#"{"choices":[]}"#).contains("no choices[0].message"));
+        assert!(message("<html>502</html>").contains("is not valid JSON"));
+        assert!(message(r#"{"choices":{"0":1}}"#).contains("expected shape"));
     }
 }

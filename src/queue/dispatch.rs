@@ -97,6 +97,7 @@ pub(super) fn insert_dispatch(
 ) -> Result<Result<Stored, DispatchError>, DbError> {
     let now = now_ms();
     let Stamp { runner, profile } = (new.stamp)(conn);
+    let profile = std::sync::Arc::new(profile);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
     }
@@ -121,7 +122,7 @@ pub(super) fn insert_dispatch(
                 user_id: new.user.clone(),
                 status: "running".into(),
                 runner: Some(runner.clone()),
-                resolved_profile: profile.clone(),
+                resolved_profile: std::sync::Arc::clone(&profile),
                 created_at: now,
                 updated_at: now,
             };
@@ -157,7 +158,7 @@ pub(super) fn insert_dispatch(
         attempt: 1,
         lease_expires_at: None,
         cancel_requested: false,
-        input: new.input,
+        input: std::sync::Arc::new(new.input),
         output: None,
         usage: None,
         error: None,
