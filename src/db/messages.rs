@@ -31,7 +31,7 @@ pub fn append_messages(
             session,
             next + offset,
             m.role.as_str(),
-            m.content.as_ref().map(|c| serde_json::Value::String(c.clone()).to_string()),
+            m.content.as_ref().map(serde_json::to_string).transpose()?,
             tool_calls,
             m.tool_call_id,
             run,
