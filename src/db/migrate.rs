@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_workers", include_str!("../../migrations/0003_workers.sql")),
     ("0004_held_runs_index", include_str!("../../migrations/0004_held_runs_index.sql")),
     ("0005_user_sessions_index", include_str!("../../migrations/0005_user_sessions_index.sql")),
+    ("0006_runs_status_check", include_str!("../../migrations/0006_runs_status_check.sql")),
 ];
 
 /// The schema version this binary expects.
@@ -82,6 +83,11 @@ pub fn migrate_to(conn: &Connection, target: Option<i64>) -> Result<Vec<&'static
         let outcome = step.and_then(|step| match step {
             Some((version, name, sql)) => {
                 conn.execute_batch(sql)?;
+                // A migration may edit `sqlite_schema` directly (0006, SQLite's documented way
+                // to change a CHECK); bumping the schema cookie makes every connection re-read
+                // the schema. For an ordinary migration it is one more harmless increment.
+                let cookie: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+                conn.pragma_update(None, "schema_version", cookie + 1)?;
                 conn.pragma_update(None, "user_version", version)?;
                 Ok(Some(name))
             }
@@ -192,5 +198,89 @@ mod tests {
         conn.execute_batch("CREATE TABLE agent_sessions (x)").unwrap();
         assert!(migrate_to(&conn, None).is_err());
         assert_eq!(schema_version(&conn).unwrap(), 1);
+    }
+
+    fn runs_sql(conn: &Connection) -> String {
+        conn.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'runs'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    fn insert_run(conn: &Connection, id: &str, status: &str) -> rusqlite::Result<usize> {
+        conn.execute(
+            "INSERT INTO runs (id, session_id, organization_id, status, runner, resolved_profile, input,
+                               created_at, updated_at)
+             VALUES (?1, 'ses_1', 'org_1', ?2, 'embedded', '{}', '{}', 1, 1)",
+            [id, status],
+        )
+    }
+
+    /// Temporary b-trees a statement opens each time it runs (what a long constant `IN` costs).
+    fn ephemeral_tables(conn: &Connection, sql: &str) -> usize {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let ops = stmt.query_map([], |r| r.get::<_, String>(1)).unwrap();
+        ops.filter(|op| op.as_deref().is_ok_and(|op| op == "OpenEphemeral")).count()
+    }
+
+    const RUN_WRITES: [&str; 2] = [
+        "INSERT INTO runs (id, session_id, organization_id, status, runner, resolved_profile, input,
+                           created_at, updated_at) VALUES ('r', 's', 'o', 'queued', 'x', '{}', '{}', 1, 1)",
+        "UPDATE runs SET status = 'completed' WHERE id = 'r'",
+    ];
+
+    fn seed(conn: &Connection) {
+        conn.execute_batch(
+            "INSERT INTO organizations (id, slug, name, created_at, updated_at) VALUES ('org_1', 'o', 'O', 1, 1);
+             INSERT INTO agent_sessions (id, organization_id, status, created_at, updated_at)
+             VALUES ('ses_1', 'org_1', 'idle', 1, 1);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_runs_status_check_is_rewritten_and_still_holds() {
+        let conn = memory();
+        migrate_to(&conn, None).unwrap();
+        let sql = runs_sql(&conn);
+        assert!(!sql.contains("status IN"), "0006 did not rewrite the CHECK: {sql}");
+        assert!(sql.contains("status = 'cancelled'"), "{sql}");
+        seed(&conn);
+        for (i, status) in
+            ["queued", "claimed", "running", "completed", "failed", "cancelled"].iter().enumerate()
+        {
+            insert_run(&conn, &format!("run_{i}"), status).unwrap();
+        }
+        let refused = insert_run(&conn, "run_x", "finished").unwrap_err();
+        assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
+        let refused = conn.execute("UPDATE runs SET status = 'paused' WHERE id = 'run_0'", []).unwrap_err();
+        assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
+        assert_eq!(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
+    }
+
+    #[test]
+    fn the_check_rewrite_keeps_rows_and_reaches_open_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let conn = Connection::open(&path).unwrap();
+        migrate_to(&conn, Some(5)).unwrap();
+        seed(&conn);
+        insert_run(&conn, "run_old", "completed").unwrap();
+        // Another connection that has already read the old schema, as a pooled reader would.
+        let other = Connection::open(&path).unwrap();
+        assert!(runs_sql(&other).contains("status IN"));
+        assert!(
+            RUN_WRITES.iter().all(|sql| ephemeral_tables(&other, sql) > 0),
+            "the old CHECK built a temporary table"
+        );
+        migrate_to(&conn, None).unwrap();
+        let status: String =
+            other.query_row("SELECT status FROM runs WHERE id = 'run_old'", [], |r| r.get(0)).unwrap();
+        assert_eq!(status, "completed");
+        for sql in RUN_WRITES {
+            assert_eq!(ephemeral_tables(&other, sql), 0, "the other connection kept the old schema: {sql}");
+        }
+        let refused = insert_run(&other, "run_bad", "nope").unwrap_err();
+        assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
     }
 }

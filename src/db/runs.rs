@@ -136,7 +136,9 @@ pub fn find_run(conn: &Connection, id: &RunId) -> Result<Option<RunRow>, DbError
 pub fn session_busy(conn: &Connection, session: &SessionId) -> Result<bool, DbError> {
     Ok(conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status IN ('queued', 'claimed', 'running'))",
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'queued')
+                 OR EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'claimed')
+                 OR EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'running')",
         )?
         .query_row([session], |r| r.get(0))?)
 }

@@ -109,8 +109,10 @@ pub fn settle_session(conn: &Connection, id: &SessionId, at: i64) -> Result<bool
     let changed = conn
         .prepare_cached(
             "UPDATE agent_sessions SET status = 'idle', updated_at = ?2
-         WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1
-                                       AND status IN ('queued', 'claimed', 'running'))",
+         WHERE id = ?1
+           AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'queued')
+           AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'claimed')
+           AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'running')",
         )?
         .execute(params![id, at])?;
     Ok(changed == 1)
