@@ -81,7 +81,7 @@ pub async fn start_run(
         session,
         on_busy,
         stamp,
-        input: serde_json::to_value(&input).map_err(|_| ApiError::Internal)?,
+        input: serde_json::to_string(&input).map_err(|_| ApiError::Internal)?,
     };
     state.queue().dispatch(new).await.map_err(|e| match e {
         DispatchError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),

@@ -33,8 +33,9 @@ pub struct RunRow {
     pub lease_expires_at: Option<i64>,
     /// A cancel was asked for.
     pub cancel_requested: bool,
-    /// The turn's input (shared, like the profile).
-    pub input: Arc<serde_json::Value>,
+    /// The turn's input as its stored JSON text (`runs::RunInput`): only the executor reads
+    /// it, straight into its type, so it is never held as a `Value` tree.
+    pub input: Arc<str>,
     /// `{"content", "tool_calls"}` once completed.
     pub output: Option<serde_json::Value>,
     /// Token usage.
@@ -79,7 +80,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         attempt: row.get(8)?,
         lease_expires_at: row.get(9)?,
         cancel_requested: row.get::<_, i64>(10)? != 0,
-        input: Arc::new(json(row.get(11)?).unwrap_or_default()),
+        input: Arc::from(row.get::<_, String>(11)?),
         output: json(row.get(12)?),
         usage: json(row.get(13)?),
         error: json(row.get(14)?),
@@ -110,7 +111,7 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.runner,
         run.resolved_profile.to_string(),
         run.attempt,
-        run.input.to_string(),
+        &*run.input,
         run.created_at,
         run.claimed_by,
         run.lease_expires_at,

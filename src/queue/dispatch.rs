@@ -35,8 +35,8 @@ pub struct NewRun {
     pub on_busy: OnBusy,
     /// Resolves the runner and the profile to stamp, inside the dispatch transaction.
     pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
-    /// The turn's input.
-    pub input: Value,
+    /// The turn's input, as JSON text (`runs::RunInput`).
+    pub input: String,
 }
 
 /// The runner and resolved profile stamped on a dispatched run and its session.
@@ -158,7 +158,7 @@ pub(super) fn insert_dispatch(
         attempt: 1,
         lease_expires_at: None,
         cancel_requested: false,
-        input: std::sync::Arc::new(new.input),
+        input: std::sync::Arc::from(new.input),
         output: None,
         usage: None,
         error: None,

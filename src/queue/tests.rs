@@ -30,7 +30,7 @@ fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
             let runner = runner.to_owned();
             Box::new(move |_| Stamp { profile: json!({"runner": runner}), runner })
         },
-        input: json!({"model": "echo", "messages": []}),
+        input: json!({"model": "echo", "messages": []}).to_string(),
     }
 }
 

@@ -259,7 +259,8 @@ fn build_turn(
     claimed: &Claimed,
 ) -> Result<(Turn, Vec<crate::domain::message::Message>), String> {
     use serde::Deserialize as _;
-    let input = RunInput::deserialize(&*claimed.run.input).map_err(|e| format!("stored run input: {e}"))?;
+    let input: RunInput =
+        serde_json::from_str(&claimed.run.input).map_err(|e| format!("stored run input: {e}"))?;
     let profile = ResolvedProfile::deserialize(&*claimed.run.resolved_profile)
         .map_err(|e| format!("stored resolved profile: {e}"))?;
     let model = state
