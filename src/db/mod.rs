@@ -514,12 +514,16 @@ mod statement_tests {
         assert_eq!(reprepares("SELECT n FROM t WHERE k = ?1 ORDER BY n LIMIT +?2"), 0);
     }
 
+    /// Every source file of `src/db` (where the SQL lives), with its text.
+    fn db_sources() -> Vec<(std::path::PathBuf, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db");
+        let paths = std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path());
+        paths.map(|path| (path.clone(), std::fs::read_to_string(&path).unwrap())).collect()
+    }
+
     #[test]
     fn no_statement_binds_a_bare_limit() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
+        for (path, text) in db_sources() {
             // `LIMIT ?` and a parameter number: a bound limit as SQL writes it.
             let bare = text
                 .match_indices("LIMIT ?")
@@ -545,10 +549,7 @@ mod statement_tests {
     fn no_statement_has_a_long_constant_in_list() {
         // See the test above: each run of such a statement builds and drops a b-tree (the runs
         // status CHECK and the session-settling query cost ~11 % of a turn's instructions).
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
+        for (path, text) in db_sources() {
             for (at, _) in text.match_indices("IN ('") {
                 let list = &text[at + "IN ".len()..];
                 let list = &list[..list.find(')').unwrap_or(list.len())];
