@@ -10,6 +10,8 @@ use crate::domain::message::{Message, Role, ToolCall};
 
 /// The Messages API version hearth speaks.
 pub const API_VERSION: &str = "2023-06-01";
+/// The path of the Messages API under the base URL.
+pub const PATH: &str = "v1/messages";
 /// `max_tokens` is required by the API; used when the request sets none.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -240,9 +242,7 @@ impl ChatModel for Anthropic {
             let mut state = StreamState::default();
             let on_frame = |data: &str| state.event(data, deltas).map(|()| state.done);
             let extra = [("anthropic-version", API_VERSION)];
-            match call(&self.upstream, "v1/messages", &body, &extra, request.stream, "message_stop", on_frame)
-                .await?
-            {
+            match call(&self.upstream, &body, &extra, request.stream, "message_stop", on_frame).await? {
                 Answer::Body(body) => {
                     whole_answer(&self.upstream, &body, |v: Value| parse_complete(&v), deltas)
                 }

@@ -1,7 +1,6 @@
 //! The HTTP side of providers: one pooled client with connect and read timeouts, and the
 //! mapping of transport failures and error statuses to [`ModelError`].
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -27,27 +26,31 @@ pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<reqwe
         .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))
 }
 
-/// One upstream endpoint: base URL and the headers every call carries (credentials).
+/// One upstream endpoint: `{base}/{path}`, parsed once (parsing it on every call cost ~1 % of
+/// a turn's instructions), and the headers every call carries (credentials).
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
     base_url: String,
+    url: reqwest::Url,
     headers: HeaderMap,
-    /// `{base}/{path}` parsed once per path (parsing the URL on every call cost ~4 % of a
-    /// turn's instructions); shared by clones.
-    urls: Arc<Mutex<Vec<(String, reqwest::Url)>>>,
 }
 
 impl Upstream {
-    /// An endpoint at `base_url` whose calls carry `headers`.
+    /// The endpoint `{base_url}/{path}` whose calls carry `headers`.
     ///
     /// # Errors
-    /// When a header value is not valid in HTTP (names the header, never the value).
+    /// When the URL does not parse, or a header value is not valid in HTTP (names the header,
+    /// never the value).
     pub fn new(
         client: reqwest::Client,
         base_url: &str,
+        path: &str,
         headers: &[(&'static str, String)],
     ) -> Result<Self, String> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&format!("{base_url}/{path}"))
+            .map_err(|e| format!("{base_url}/{path} is not a valid URL: {e}"))?;
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             let mut value = HeaderValue::from_str(value)
@@ -55,37 +58,19 @@ impl Upstream {
             value.set_sensitive(true);
             map.insert(HeaderName::from_static(name), value);
         }
-        Ok(Self {
-            client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            headers: map,
-            urls: Arc::default(),
-        })
+        Ok(Self { client, base_url, url, headers: map })
     }
 
-    /// `{base}/{path}`, parsed on first use.
-    fn url(&self, path: &str) -> Result<reqwest::Url, ModelError> {
-        let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, url)) = urls.iter().find(|(p, _)| p == path) {
-            return Ok(url.clone());
-        }
-        let url = reqwest::Url::parse(&format!("{}/{path}", self.base_url))
-            .map_err(|e| ModelError::Connect(format!("{}: not a valid URL: {e}", self.base_url)))?;
-        urls.push((path.to_owned(), url.clone()));
-        Ok(url)
-    }
-
-    /// POSTs JSON to `{base}/{path}`.
+    /// POSTs JSON to the endpoint.
     ///
     /// # Errors
     /// Connect failures and timeouts before the response headers.
     pub async fn post(
         &self,
-        path: &str,
         body: &Value,
         extra: &[(&'static str, &'static str)],
     ) -> Result<reqwest::Response, ModelError> {
-        let mut request = self.client.post(self.url(path)?).headers(self.headers.clone()).json(body);
+        let mut request = self.client.post(self.url.clone()).headers(self.headers.clone()).json(body);
         for (name, value) in extra {
             request = request.header(*name, *value);
         }
@@ -132,7 +117,6 @@ pub enum Answer {
 /// Transport failures, error statuses, and a stream that ends before its end marker.
 pub async fn call(
     upstream: &Upstream,
-    path: &str,
     body: &Value,
     extra: &[(&'static str, &'static str)],
     stream: bool,
@@ -140,7 +124,7 @@ pub async fn call(
     mut on_frame: impl FnMut(&str) -> Result<bool, ModelError>,
 ) -> Result<Answer, ModelError> {
     use futures::StreamExt;
-    let response = upstream.post(path, body, extra).await?;
+    let response = upstream.post(body, extra).await?;
     if !response.status().is_success() {
         return Err(status_error(response).await);
     }
@@ -206,27 +190,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_urls_are_parsed_once_per_path_and_shared_by_clones() {
-        let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1/", &[]).unwrap();
-        let copy = upstream.clone();
-        assert_eq!(
-            upstream.url("chat/completions").unwrap().as_str(),
-            "http://upstream.test/v1/chat/completions"
-        );
-        assert_eq!(
-            copy.url("chat/completions").unwrap().as_str(),
-            "http://upstream.test/v1/chat/completions"
-        );
-        assert_eq!(copy.url("models").unwrap().as_str(), "http://upstream.test/v1/models");
-        assert_eq!(upstream.urls.lock().unwrap().len(), 2, "one parsed URL per path, shared");
+    fn the_endpoint_is_the_base_url_and_the_path_parsed_once() {
+        let upstream =
+            Upstream::new(reqwest::Client::new(), "http://upstream.test/v1/", "chat/completions", &[])
+                .unwrap();
+        assert_eq!(upstream.url.as_str(), "http://upstream.test/v1/chat/completions");
     }
 
     #[test]
-    fn a_base_url_that_does_not_parse_is_a_clear_error() {
-        let upstream = Upstream::new(reqwest::Client::new(), "not a url", &[]).unwrap();
-        match upstream.url("chat/completions") {
-            Err(ModelError::Connect(message)) => assert!(message.contains("not a valid URL"), "{message}"),
-            other => panic!("expected a connect error, got {:?}", other.map(|u| u.to_string())),
-        }
+    fn a_url_that_does_not_parse_is_refused_when_the_endpoint_is_built() {
+        let error =
+            Upstream::new(reqwest::Client::new(), "not a url", "chat/completions", &[]).err().unwrap();
+        assert!(error.contains("not a url/chat/completions is not a valid URL"), "{error}");
     }
 }

@@ -189,14 +189,14 @@ impl Models {
         if let Some((url, key)) = &settings.openai {
             let headers: Vec<(&'static str, String)> =
                 key.iter().map(|k| ("authorization", format!("Bearer {k}"))).collect();
-            let upstream = http::Upstream::new(client.clone(), url, &headers)
-                .map_err(|e| format!("OPENAI_API_KEY: {e}"))?;
+            let upstream = http::Upstream::new(client.clone(), url, openai::PATH, &headers)
+                .map_err(|e| format!("OPENAI_BASE_URL / OPENAI_API_KEY: {e}"))?;
             providers.insert("openai", Arc::new(openai::OpenAi::new(upstream)));
         }
         if let Some((url, key)) = &settings.anthropic {
             let headers: Vec<(&'static str, String)> = key.iter().map(|k| ("x-api-key", k.clone())).collect();
-            let upstream =
-                http::Upstream::new(client, url, &headers).map_err(|e| format!("ANTHROPIC_API_KEY: {e}"))?;
+            let upstream = http::Upstream::new(client, url, anthropic::PATH, &headers)
+                .map_err(|e| format!("ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY: {e}"))?;
             providers.insert("anthropic", Arc::new(anthropic::Anthropic::new(upstream)));
         }
         let models = Self { providers, catalog, default_model, retries: settings.retries };

@@ -8,6 +8,9 @@ use super::http::{Answer, Upstream, call, whole_answer};
 use super::{ChatModel, Deltas, ModelError, ModelOutput, ModelRequest, Usage};
 use crate::domain::message::{Message, Role, ToolCall};
 
+/// The path of chat completions under the base URL.
+pub const PATH: &str = "chat/completions";
+
 /// An OpenAI-compatible endpoint.
 pub struct OpenAi {
     upstream: Upstream,
@@ -230,9 +233,7 @@ impl ChatModel for OpenAi {
             let body = request_body(request, request.stream);
             let mut state = StreamState::default();
             let on_frame = |data: &str| state.chunk(data, deltas).map(|()| state.done);
-            match call(&self.upstream, "chat/completions", &body, &[], request.stream, "[DONE]", on_frame)
-                .await?
-            {
+            match call(&self.upstream, &body, &[], request.stream, "[DONE]", on_frame).await? {
                 Answer::Body(body) => whole_answer(&self.upstream, &body, parse_complete, deltas),
                 Answer::Streamed => Ok(state.output),
             }
@@ -245,7 +246,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ModelOutput, ModelError> {
-        let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1", &[]).unwrap();
+        let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1", PATH, &[]).unwrap();
         let seen = std::sync::Mutex::new(String::new());
         let deltas = |text: &str| seen.lock().unwrap().push_str(text);
         let out = super::super::http::whole_answer(&upstream, body.as_bytes(), parse_complete, &deltas);
