@@ -12,6 +12,7 @@ import glob
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def turns(port, model, n):
             sys.exit(f"a turn answered {response.status}")
 
 
-def measure(fake_port, model, n, warmup):
+def measure(fake_port, model, n, warmup, keep=None):
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         env = dict(os.environ, PORT=str(port), HEARTH_HOST="127.0.0.1", HEARTH_DB=os.path.join(data, "h.db"),
@@ -57,6 +58,9 @@ def measure(fake_port, model, n, warmup):
             while time.time() < deadline and not dumps:
                 dumps = glob.glob(out + ".*")
                 time.sleep(0.2)
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+                shutil.copy(dumps[0], os.path.join(keep, f"callgrind.{model.replace('/', '_')}.out"))
             with open(dumps[0]) as f:
                 total = next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
         finally:
@@ -71,6 +75,8 @@ def main():
     p.add_argument("--warmup", type=int, default=200, help="turns before the counters are zeroed")
     p.add_argument("--model", action="append",
                    help="model to drive (repeatable; default: openai/gpt-bench through the fake, and echo)")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep each model's callgrind dump in DIR (read it with callgrind_annotate)")
     a = p.parse_args()
     models = a.model or ["openai/gpt-bench", "echo"]
     fake, fake_port = start_fake()
@@ -79,7 +85,7 @@ def main():
         print("| model                | instructions per turn |")
         print("|----------------------|-----------------------|")
         for model in models:
-            print(f"| {model:<20} | {measure(fake_port, model, a.turns, a.warmup):>21,.0f} |", flush=True)
+            print(f"| {model:<20} | {measure(fake_port, model, a.turns, a.warmup, a.keep):>21,.0f} |", flush=True)
     finally:
         fake.terminate()
 

@@ -91,7 +91,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-/// Inserts a run: queued, or already running when an in-process worker took it at dispatch.
+/// Inserts a run: queued, already running when an in-process worker took it at dispatch, or
+/// ended (a run stored whole when it ends, `updated_at` then being its `finished_at`).
 ///
 /// # Errors
 /// On a database failure.
@@ -99,8 +100,9 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO runs (id, session_id, organization_id, user_id, status, runner, resolved_profile,
                            attempt, input, created_at, updated_at, claimed_by, lease_expires_at,
-                           claimed_at, started_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)",
+                           claimed_at, started_at, finished_at, output, usage, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?15, ?10), ?11, ?12, ?13, ?14, ?15,
+                 ?16, ?17, ?18)",
     )?
     .execute(params![
         run.id,
@@ -116,7 +118,11 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.claimed_by,
         run.lease_expires_at,
         run.claimed_at,
-        run.started_at
+        run.started_at,
+        run.finished_at,
+        run.output.as_ref().map(ToString::to_string),
+        run.usage.as_ref().map(ToString::to_string),
+        run.error.as_ref().map(ToString::to_string)
     ])?;
     Ok(())
 }

@@ -93,6 +93,8 @@ pub async fn create_run(
         input,
         session,
         body.on_busy.unwrap_or_default(),
+        // Answered 202 at once: the run must be stored before that answer.
+        false,
     )
     .await?;
     let run = dispatched.run;

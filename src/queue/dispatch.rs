@@ -1,8 +1,12 @@
 //! Dispatch: a turn becomes a queued run (and, for a new conversation, a session) in one
 //! transaction, with the runner and profile resolved inside it.
 
-use serde_json::{Value, json};
+use std::sync::Arc;
 
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::db::sessions::SessionRow;
 use crate::db::{DbError, messages, now_ms, run_events, runs, sessions, users};
 use crate::domain::event::{EventType, RunEvent};
 use crate::domain::run::RunStatus;
@@ -37,10 +41,15 @@ pub struct NewRun {
     pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
     /// The turn's input, as JSON text (`runs::RunInput`).
     pub input: String,
+    /// Nobody learns of the run before its outcome: the caller answers only once it has ended
+    /// (a chat turn answered whole, on the request that executes it) and no tool can keep it
+    /// running past one model call. With a new session and the in-process worker taking it,
+    /// such a run is stored once, whole, when it ends ([`super::Queue::dispatch`]).
+    pub answer_at_end: bool,
 }
 
 /// The runner and resolved profile stamped on a dispatched run and its session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Stamp {
     /// The runner.
     pub runner: String,
@@ -80,6 +89,8 @@ pub(super) struct Taker {
     pub worker: String,
     /// Lease length, in ms.
     pub lease_ms: i64,
+    /// The free slot it takes the run with (given back when it does not).
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// What the dispatch transaction stored: the run, its events, and the claim when an in-process
@@ -87,17 +98,41 @@ pub(super) struct Taker {
 pub(super) struct Stored {
     pub run: RunRow,
     pub events: Vec<RunEvent>,
-    pub claimed: Option<Claimed>,
+    pub claimed: Option<(Claimed, OwnedSemaphorePermit)>,
 }
 
+/// What a dispatch did: stored the run (and maybe had it taken), or left it to be stored whole
+/// when it ends.
+pub(super) enum Dispatch {
+    /// Stored.
+    Stored(Box<Stored>),
+    /// Taken by the in-process worker (holding its slot), stored only when it ends.
+    Deferred(Box<Deferred>, OwnedSemaphorePermit),
+}
+
+/// Dispatches `new` in the writer's transaction: resolves its runner, then either drafts it
+/// without writing (a run answered at its end, on a new session, that `taker` takes: see
+/// `Queue::dispatch`) or stores it, taken by `taker` when FIFO allows.
 pub(super) fn insert_dispatch(
     conn: &rusqlite::Connection,
-    new: NewRun,
-    taker: Option<&Taker>,
-) -> Result<Result<Stored, DispatchError>, DbError> {
+    mut new: NewRun,
+    taker: Option<Taker>,
+) -> Result<Result<Dispatch, DispatchError>, DbError> {
     let now = now_ms();
-    let Stamp { runner, profile } = (new.stamp)(conn);
-    let profile = std::sync::Arc::new(profile);
+    let resolve = std::mem::replace(&mut new.stamp, Box::new(|_| Stamp::default()));
+    let stamp = resolve(conn);
+    let mut taker = taker;
+    if new.answer_at_end
+        && new.session.is_none()
+        && taker.as_ref().is_some_and(|t| t.runner == stamp.runner)
+        && !runs::runner_has_queued(conn, &stamp.runner)?
+        && let Some(t) = taker.take()
+    {
+        let deferred = defer_dispatch(new, stamp, &t, now);
+        return Ok(Ok(Dispatch::Deferred(Box::new(deferred), t.slot)));
+    }
+    let Stamp { runner, profile } = stamp;
+    let profile = Arc::new(profile);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
     }
@@ -116,16 +151,7 @@ pub(super) fn insert_dispatch(
             id.clone()
         }
         None => {
-            let session = sessions::SessionRow {
-                id: SessionId::new(),
-                organization_id: new.org.clone(),
-                user_id: new.user.clone(),
-                status: "running".into(),
-                runner: Some(runner.clone()),
-                resolved_profile: std::sync::Arc::clone(&profile),
-                created_at: now,
-                updated_at: now,
-            };
+            let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);
             sessions::insert_session(conn, &session)?;
             session.id
         }
@@ -146,6 +172,100 @@ pub(super) fn insert_dispatch(
         }
         _ => None,
     };
+    let (run, events) = draft_run(new, session_id, runner, profile, taker.as_ref(), now);
+    runs::insert_run(conn, &run)?;
+    run_events::insert_events(conn, &run.id, &events)?;
+    let claimed = match taker {
+        Some(t) => {
+            let history = if existing { messages::list_messages(conn, &run.session_id)? } else { Vec::new() };
+            Some((Claimed { run: run.clone(), history, next_seq: 3, unstored: false }, t.slot))
+        }
+        None => None,
+    };
+    Ok(Ok(Dispatch::Stored(Box::new(Stored { run, events, claimed }))))
+}
+
+/// A run taken at dispatch and not stored yet: its rows as they would have been written at
+/// dispatch, written with its outcome when it ends (see [`super::Queue::dispatch`]).
+#[derive(Debug)]
+pub(super) struct Deferred {
+    /// Its new session, `running`.
+    pub session: SessionRow,
+    /// The run, `running`, held by the in-process worker.
+    pub run: RunRow,
+    /// `run.queued` and `run.started`.
+    pub events: Vec<RunEvent>,
+}
+
+/// Drafts a run for a new session that `taker` takes at once, without writing anything: the
+/// same rows [`insert_dispatch`] would have stored.
+fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64) -> Deferred {
+    let Stamp { runner, profile } = stamp;
+    let profile = Arc::new(profile);
+    let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);
+    let (run, events) = draft_run(new, session.id.clone(), runner, profile, Some(taker), now);
+    Deferred { session, run, events }
+}
+
+/// Stores a deferred run whole, in its final state, with its session (settled: `idle`), its
+/// dispatch events and `later` (its tail and terminal events): what dispatch and finish would
+/// have written in two transactions, written in one. The caller appends the turn's messages.
+///
+/// # Errors
+/// On a database failure.
+pub(super) fn store_whole(
+    conn: &rusqlite::Connection,
+    deferred: Deferred,
+    end: &runs::Finish<'_>,
+    later: &[RunEvent],
+) -> Result<RunRow, DbError> {
+    let Deferred { mut session, mut run, events } = deferred;
+    if let Some(user) = &run.user_id {
+        users::upsert_user(conn, &run.organization_id, user, run.created_at)?;
+    }
+    "idle".clone_into(&mut session.status);
+    session.updated_at = end.at;
+    sessions::insert_session(conn, &session)?;
+    run.status = end.status;
+    run.output = end.output.cloned();
+    run.usage = end.usage.cloned();
+    run.error = end.error.cloned();
+    run.finished_at = Some(end.at);
+    run.lease_expires_at = None;
+    runs::insert_run(conn, &run)?;
+    run_events::insert_events(conn, &run.id, &events)?;
+    run_events::insert_events(conn, &run.id, later)?;
+    Ok(run)
+}
+
+fn new_session(
+    org: &OrgId,
+    user: Option<&String>,
+    runner: &str,
+    profile: &Arc<Value>,
+    now: i64,
+) -> SessionRow {
+    SessionRow {
+        id: SessionId::new(),
+        organization_id: org.clone(),
+        user_id: user.cloned(),
+        status: "running".into(),
+        runner: Some(runner.to_owned()),
+        resolved_profile: Arc::clone(profile),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The run row and its first events: queued, or running when `taker` takes it.
+fn draft_run(
+    new: NewRun,
+    session_id: SessionId,
+    runner: String,
+    profile: Arc<Value>,
+    taker: Option<&Taker>,
+    now: i64,
+) -> (RunRow, Vec<RunEvent>) {
     let mut run = RunRow {
         id: new.id,
         session_id,
@@ -158,7 +278,7 @@ pub(super) fn insert_dispatch(
         attempt: 1,
         lease_expires_at: None,
         cancel_requested: false,
-        input: std::sync::Arc::from(new.input),
+        input: Arc::from(new.input),
         output: None,
         usage: None,
         error: None,
@@ -181,14 +301,5 @@ pub(super) fn insert_dispatch(
         run.started_at = Some(now);
         events.push(super::started_event(2, &taker.worker, 1, now));
     }
-    runs::insert_run(conn, &run)?;
-    run_events::insert_events(conn, &run.id, &events)?;
-    let claimed = match taker {
-        Some(_) => {
-            let history = if existing { messages::list_messages(conn, &run.session_id)? } else { Vec::new() };
-            Some(Claimed { run: run.clone(), history, next_seq: 3 })
-        }
-        None => None,
-    };
-    Ok(Ok(Stored { run, events, claimed }))
+    (run, events)
 }

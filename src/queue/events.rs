@@ -79,7 +79,8 @@ impl Drop for Subscription {
 /// once (time to first token); later events gather for up to [`COALESCE`] or [`COALESCE_BYTES`]
 /// per write. A turn answered whole keeps its events in memory until a tool starts (from then
 /// on they are written as they come, so a long turn shows its progress); a turn that needs no
-/// tool thus writes everything with its terminal event, in one transaction. What is still
+/// tool thus writes everything with its terminal event, in one transaction. A run stored only
+/// when it ends keeps every event until then (its row does not exist before). What is still
 /// pending when the turn ends is written with the terminal event.
 pub struct EventSink {
     state: Mutex<SinkState>,
@@ -87,7 +88,18 @@ pub struct EventSink {
     hub: Arc<EventHub>,
     run: RunId,
     next_seq: i64,
-    eager: bool,
+    mode: SinkMode,
+}
+
+/// When an [`EventSink`] starts writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// From the first event on, the first without waiting (a streamed turn).
+    Eager,
+    /// Once a tool starts (a turn answered whole: a long turn shows its progress).
+    HoldUntilTool,
+    /// Never: everything is written with the terminal event (a run not stored until it ends).
+    HoldAll,
 }
 
 enum SinkState {
@@ -106,11 +118,10 @@ pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 pub const COALESCE_BYTES: usize = 512;
 
 impl EventSink {
-    /// Starts a sink for `run` whose next event gets `next_seq`; `eager` (streamed turns)
-    /// writes from the first event on, the first without waiting.
+    /// Starts a sink for `run` whose next event gets `next_seq`, writing as `mode` says.
     #[must_use]
-    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, eager: bool) -> Self {
-        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, eager }
+    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, mode: SinkMode) -> Self {
+        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode }
     }
 
     /// Stops the sink: returns the seq the next event gets and the events not yet written,
@@ -131,7 +142,10 @@ impl Emit for EventSink {
     fn emit(&self, kind: EventType, data: Value) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
-            SinkState::Holding(events) if !(self.eager || kind == EventType::ToolStarted) => {
+            SinkState::Holding(events)
+                if self.mode == SinkMode::HoldAll
+                    || (self.mode == SinkMode::HoldUntilTool && kind != EventType::ToolStarted) =>
+            {
                 events.push((kind, data));
             }
             SinkState::Holding(events) => {

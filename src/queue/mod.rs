@@ -49,6 +49,9 @@ pub struct Claimed {
     pub history: Vec<Message>,
     /// The seq its next event gets.
     pub next_seq: i64,
+    /// Not in the database until it ends (see [`Queue::dispatch`]): its events wait in memory
+    /// to be written with its outcome.
+    pub unstored: bool,
 }
 
 /// How a held run ends.
@@ -96,6 +99,8 @@ pub struct Queue {
     hub: Arc<EventHub>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
+    /// Runs taken at dispatch and stored only when they end (see [`Queue::dispatch`]).
+    deferred: Mutex<HashMap<RunId, dispatch::Deferred>>,
     lease: Duration,
     local: OnceLock<Local>,
 }
@@ -109,6 +114,7 @@ impl Queue {
             hub: Arc::new(EventHub::default()),
             wakers: Mutex::default(),
             cancels: Mutex::default(),
+            deferred: Mutex::default(),
             lease,
             local: OnceLock::new(),
         }
@@ -147,36 +153,44 @@ impl Queue {
     /// slot and may take it, else queued with a claimer woken. The run's first events are
     /// published to live readers after the commit.
     ///
+    /// **Stored when it ends.** A run nobody can learn of before its outcome
+    /// ([`NewRun::answer_at_end`]: a chat turn answered whole, on a new session, with no tool)
+    /// that the in-process worker takes is not written at dispatch: its runner is resolved in the
+    /// writer's transaction as for any run, nothing is written, and the run, its session and
+    /// every event are written in the one transaction that records its outcome — before its caller is answered, so a run answered
+    /// 200 is stored as surely as any other (SPEC §2), at half the commits and WAL pages. Until
+    /// then it is not in the database (a crash mid-turn leaves no trace; its client sees the
+    /// connection fail, never an answer).
+    ///
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
     pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
-        let slot =
-            self.local.get().and_then(|l| Arc::clone(&l.slots).try_acquire_owned().ok().map(|p| (l, p)));
-        let taker = slot.as_ref().map(|(l, _)| dispatch::Taker {
-            runner: l.runner.clone(),
-            worker: l.worker.clone(),
-            lease_ms: self.lease_ms(),
+        let lease_ms = self.lease_ms();
+        let taker = self.local.get().and_then(|l| {
+            let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
+            Some(dispatch::Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
         });
-        let stored =
-            self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker.as_ref())).await??;
-        let dispatch::Stored { run, events, claimed } = stored;
-        self.hub.publish(&run.id, Arc::from(events));
-        crate::telemetry::event_line(|| {
-            json!({
-                "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
-                "resolvedProfile": run.resolved_profile,
-            })
-        });
-        let taken = match (claimed, slot) {
-            (Some(claimed), Some((_, permit))) => {
-                claimed_line(&claimed);
-                Some((claimed, permit))
+        let dispatched = self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker)).await??;
+        let (run, events, taken) = match dispatched {
+            dispatch::Dispatch::Stored(stored) => {
+                let dispatch::Stored { run, events, claimed } = *stored;
+                (run, events, claimed)
             }
-            _ => {
-                self.waker(&run.runner).notify_one();
-                None
+            dispatch::Dispatch::Deferred(deferred, slot) => {
+                let claimed =
+                    Claimed { run: deferred.run.clone(), history: Vec::new(), next_seq: 3, unstored: true };
+                let events = deferred.events.clone();
+                let run = claimed.run.clone();
+                self.deferred.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), *deferred);
+                (run, events, Some((claimed, slot)))
             }
         };
+        self.hub.publish(&run.id, Arc::from(events));
+        dispatch_line(&run);
+        match &taken {
+            Some((claimed, _)) => claimed_line(claimed),
+            None => self.waker(&run.runner).notify_one(),
+        }
         Ok(Dispatched { run, taken })
     }
 
@@ -218,7 +232,7 @@ impl Queue {
                     next_seq += 1;
                     started = Some(event);
                 }
-                Ok(Some((Claimed { run, history, next_seq }, started)))
+                Ok(Some((Claimed { run, history, next_seq, unstored: false }, started)))
             })
             .await?;
         let claimed = claimed.map(|(c, started)| {
@@ -287,6 +301,7 @@ impl Queue {
         events.push(RunEvent { seq: terminal_seq, kind, data: terminal_data(&done), created_at: now });
         let terminal: Arc<[RunEvent]> = Arc::from(events);
         let stored = Arc::clone(&terminal);
+        let deferred = self.take_deferred(&id);
         let finished = self
             .db
             .write(move |conn| {
@@ -297,15 +312,20 @@ impl Queue {
                     error: done.error.as_ref(),
                     at: now,
                 };
-                if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
+                let whole = deferred.is_some();
+                if let Some(deferred) = deferred {
+                    dispatch::store_whole(conn, deferred, &finish, &stored)?;
+                } else if runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
+                    run_events::insert_events(conn, &id, &stored)?;
+                } else {
                     return Ok(None);
                 }
-                run_events::insert_events(conn, &id, &stored)?;
                 if done.status == RunStatus::Completed {
                     messages::append_messages(conn, &session, &id, &done.messages, now)?;
                 }
-                // Not settled: the session's next run waits in the queue, claimable now.
-                Ok(Some(!sessions::settle_session(conn, &session, now)?))
+                // A run stored whole is its new session's only one: the session is settled.
+                // Else, not settled: the session's next run waits in the queue, claimable now.
+                Ok(Some(!whole && !sessions::settle_session(conn, &session, now)?))
             })
             .await?;
         let Some(next_waits) = finished else { return Ok(None) };
@@ -324,6 +344,7 @@ impl Queue {
         let (id, session, attempt, worker) =
             (run.id.clone(), run.session_id.clone(), run.attempt, worker.to_owned());
         let error = json!({"message": "the client went away before the turn ended", "code": "cancelled"});
+        let deferred = self.take_deferred(&id);
         let terminal = self
             .db
             .write(move |conn| {
@@ -335,6 +356,16 @@ impl Queue {
                     error: Some(&error),
                     at: now,
                 };
+                if let Some(deferred) = deferred {
+                    let event = RunEvent {
+                        seq: i64::try_from(deferred.events.len()).unwrap_or(i64::MAX - 1) + 1,
+                        kind: EventType::Cancelled,
+                        data: json!({"error": error}),
+                        created_at: now,
+                    };
+                    dispatch::store_whole(conn, deferred, &finish, std::slice::from_ref(&event))?;
+                    return Ok(Some(event));
+                }
                 if !runs::finish_held_run(conn, &id, &worker, attempt, &finish)? {
                     return Ok(None);
                 }
@@ -458,6 +489,11 @@ impl Queue {
         Ok(out)
     }
 
+    /// The unstored rows of a run taken at dispatch and stored only when it ends, if it is one.
+    fn take_deferred(&self, run: &RunId) -> Option<dispatch::Deferred> {
+        self.deferred.lock().unwrap_or_else(PoisonError::into_inner).remove(run)
+    }
+
     /// Registers a run executing in this process; a cancel request cancels the token.
     pub fn track_cancel(&self, run: &RunId) -> CancellationToken {
         let token = CancellationToken::new();
@@ -469,6 +505,15 @@ impl Queue {
     pub fn untrack_cancel(&self, run: &RunId) {
         self.cancels.lock().unwrap_or_else(PoisonError::into_inner).remove(run);
     }
+}
+
+fn dispatch_line(run: &RunRow) {
+    crate::telemetry::event_line(|| {
+        json!({
+            "event": "dispatch", "sessionId": run.session_id, "runId": run.id,
+            "resolvedProfile": run.resolved_profile,
+        })
+    });
 }
 
 fn claimed_line(c: &Claimed) {

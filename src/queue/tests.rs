@@ -31,6 +31,7 @@ fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
             Box::new(move |_| Stamp { profile: json!({"runner": runner}), runner })
         },
         input: json!({"model": "echo", "messages": []}).to_string(),
+        answer_at_end: false,
     }
 }
 
@@ -178,4 +179,154 @@ async fn a_local_worker_with_a_free_slot_takes_a_run_in_its_dispatch_transaction
     let same = queue.dispatch(new_run(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
     assert!(same.taken.is_none(), "FIFO per session");
     assert_eq!(same.run.status, RunStatus::Queued);
+}
+
+fn answered_at_end(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
+    NewRun { answer_at_end: true, ..new_run(org, runner, session) }
+}
+
+fn completed_turn() -> Completion {
+    use crate::domain::message::{Message, Role};
+    Completion {
+        status: RunStatus::Completed,
+        output: Some(json!({"content": "hello", "tool_calls": []})),
+        usage: Some(json!({"prompt_tokens": 3, "completion_tokens": 1})),
+        error: None,
+        messages: vec![Message::text(Role::User, "hi"), Message::text(Role::Assistant, "hello")],
+        upstream_ms: 1.5,
+        tail: vec![(EventType::TextDelta, json!({"text": "hello"}))],
+    }
+}
+
+/// What is stored of a run, its session, its events and its session's messages, without the
+/// ids and times that differ between two runs of the same turn.
+async fn stored_shape(queue: &Queue, id: &RunId) -> Value {
+    let id = id.clone();
+    queue
+        .db
+        .read(move |c| {
+            let run = runs::find_run(c, &id)?.unwrap();
+            let session = sessions::find_session(c, &run.session_id)?.unwrap();
+            let events = run_events::list_events_after(c, &id, 0, 100)?;
+            let messages = messages::list_messages(c, &run.session_id)?;
+            assert!(run.claimed_at.is_some() && run.started_at.is_some() && run.finished_at.is_some());
+            assert_eq!(session.updated_at, run.finished_at.unwrap(), "the session was settled when the run ended");
+            Ok(json!({
+                "run": [run.status, run.runner, run.claimed_by, run.attempt, run.lease_expires_at,
+                        run.cancel_requested, &*run.input, run.output, run.usage, run.error, run.resolved_profile],
+                "session": [session.status, session.runner, session.user_id, session.resolved_profile],
+                "events": events.iter().map(|e| {
+                    let mut data = e.data.clone();
+                    data.as_object_mut().map(|o| o.remove("session_id"));
+                    json!([e.seq, e.kind, data])
+                }).collect::<Vec<_>>(),
+                "messages": messages,
+            }))
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_answered_at_end_is_stored_only_when_it_ends_exactly_as_if_stored_at_dispatch() {
+    let (_dir, queue, org) = setup().await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(2));
+    queue.set_local(Local { runner: "ts".into(), worker: "w".into(), slots: Arc::clone(&slots) });
+
+    let (usual, _slot) = queue.dispatch(new_run(&org, "ts", None)).await.unwrap().taken.unwrap();
+    let (late, _slot2) = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap().taken.unwrap();
+    assert!(!usual.unstored && late.unstored);
+    assert_eq!(
+        (late.run.status, late.run.claimed_by.as_deref(), late.next_seq),
+        (RunStatus::Running, Some("w"), 3)
+    );
+    let (id, session) = (late.run.id.clone(), late.run.session_id.clone());
+    let nothing = queue
+        .db
+        .read(move |c| {
+            Ok((
+                runs::find_run(c, &id)?.is_none(),
+                sessions::find_session(c, &session)?.is_none(),
+                run_events::last_seq(c, &id)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(nothing, (true, true, 0), "nothing of the run is written before it ends");
+
+    for claimed in [&usual, &late] {
+        let terminal =
+            queue.finish(&claimed.run, "w", claimed.next_seq, completed_turn()).await.unwrap().unwrap();
+        assert_eq!((terminal.seq, terminal.kind), (4, EventType::Completed));
+    }
+    let (a, b) = (stored_shape(&queue, &usual.run.id).await, stored_shape(&queue, &late.run.id).await);
+    assert_eq!(a, b, "stored whole at the end, the same rows as dispatch + finish");
+    assert_eq!(b["events"].as_array().unwrap().len(), 4);
+    assert_eq!(b["messages"].as_array().unwrap().len(), 2);
+    // Finished once: a second finish finds the run no longer held.
+    assert!(queue.finish(&late.run, "w", 5, completed_turn()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_run_answered_at_end_is_stored_at_dispatch_when_the_local_worker_does_not_take_it_at_once() {
+    let (_dir, queue, org) = setup().await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    queue.set_local(Local { runner: "ts".into(), worker: "w".into(), slots: Arc::clone(&slots) });
+    let stored = |queue: &Arc<Queue>, id: RunId| {
+        let queue = Arc::clone(queue);
+        async move { queue.db.read(move |c| Ok(runs::find_run(c, &id)?.map(|r| r.status))).await.unwrap() }
+    };
+
+    // Another runner's run: queued, stored.
+    let other = queue.dispatch(answered_at_end(&org, "go", None)).await.unwrap();
+    assert!(other.taken.is_none());
+    assert_eq!(stored(&queue, other.run.id.clone()).await, Some(RunStatus::Queued));
+    assert_eq!(slots.available_permits(), 1, "a slot not used is given back");
+    // Taken, but continuing a session: stored at dispatch (a later turn may queue behind it).
+    let first = queue.dispatch(new_run(&org, "ts", None)).await.unwrap();
+    let (claimed, slot) = first.taken.unwrap();
+    queue.finish(&claimed.run, "w", claimed.next_seq, completed_turn()).await.unwrap().unwrap();
+    drop(slot);
+    let next =
+        queue.dispatch(answered_at_end(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
+    let (next_claimed, slot) = next.taken.unwrap();
+    assert!(!next_claimed.unstored);
+    assert_eq!(stored(&queue, next.run.id.clone()).await, Some(RunStatus::Running));
+    // No free slot: queued, stored.
+    let full = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap();
+    assert!(full.taken.is_none());
+    assert_eq!(stored(&queue, full.run.id.clone()).await, Some(RunStatus::Queued));
+    drop(slot);
+    // A free slot, but an older `ts` run waits (FIFO per runner): queued, stored.
+    let behind = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap();
+    assert!(behind.taken.is_none());
+    assert_eq!(stored(&queue, behind.run.id.clone()).await, Some(RunStatus::Queued));
+}
+
+#[tokio::test]
+async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
+    let (_dir, queue, org) = setup().await;
+    queue.set_local(Local {
+        runner: "ts".into(),
+        worker: "w".into(),
+        slots: Arc::new(tokio::sync::Semaphore::new(1)),
+    });
+    let (claimed, _slot) = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap().taken.unwrap();
+    assert!(claimed.unstored);
+    queue.abandon(&claimed.run, "w").await.unwrap();
+    let id = claimed.run.id.clone();
+    let (run, session, events) = queue
+        .db
+        .read(move |c| {
+            let run = runs::find_run(c, &id)?.unwrap();
+            let session = sessions::find_session(c, &run.session_id)?.unwrap();
+            Ok((run, session, run_events::list_events_after(c, &id, 0, 100)?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.error.unwrap()["code"], "cancelled");
+    assert_eq!(session.status, "idle");
+    let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.kind)).collect();
+    assert_eq!(kinds, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::Cancelled)]);
 }

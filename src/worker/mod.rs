@@ -16,7 +16,7 @@ use crate::db::{now_ms, runs, workers};
 use crate::domain::event::RunEvent;
 use crate::domain::profile::ResolvedProfile;
 use crate::domain::run::RunStatus;
-use crate::queue::events::EventSink;
+use crate::queue::events::{EventSink, SinkMode};
 use crate::queue::{Claimed, Completion};
 use crate::runs::RunInput;
 
@@ -222,13 +222,17 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) -> Option
     let started_seq = if run.status == RunStatus::Running { claimed.next_seq } else { claimed.next_seq + 1 };
     let (completion, next_seq) = match build_turn(state, &claimed) {
         Ok((turn, input_messages)) => {
-            let eager = turn.stream;
+            let mode = match (claimed.unstored, turn.stream) {
+                (true, _) => SinkMode::HoldAll,
+                (false, true) => SinkMode::Eager,
+                (false, false) => SinkMode::HoldUntilTool,
+            };
             let sink = EventSink::start(
                 state.db().clone(),
                 Arc::clone(queue.hub()),
                 run.id.clone(),
                 started_seq,
-                eager,
+                mode,
             );
             let upstream = Arc::clone(&turn.upstream_nanos);
             let outcome = agent::run_turn(turn, &sink, &cancel).await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::runs::{Api, PATIENCE, assert_error, echo, header, options, terminal_count, types};
@@ -384,4 +384,52 @@ async fn a_finished_runs_stream_replays_identically_after_a_crash() {
         let frames = SseReader::open(&api, id, "-1", None).await.read_until_closed().await;
         assert_eq!(&sse_events(&frames), events);
     }
+}
+
+/// A chat turn answered whole on a new session is stored only when it ends (one transaction,
+/// docs/ARCHITECTURE.md), but always before its answer: killed right after the answer, the
+/// server comes back with the run, its session, its events and its messages, and the session
+/// continues.
+#[tokio::test]
+async fn a_chat_turn_answered_whole_is_stored_before_its_answer_and_survives_a_crash() {
+    let mut hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let response =
+        api.request(Method::POST, "/v1/chat/completions").json(&echo("kept whole")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let run_id = header(response.headers(), "x-run-id").unwrap().to_owned();
+    let session_id = header(response.headers(), "x-session-id").unwrap().to_owned();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "kept whole");
+    hearth.kill9();
+    hearth.restart().await;
+
+    let api = Api::new(&hearth);
+    let run = api.run(&run_id).await;
+    assert_eq!(
+        (run["status"].as_str(), run["session_id"].as_str()),
+        (Some("completed"), Some(session_id.as_str()))
+    );
+    assert_eq!(run["output"]["content"], "kept whole");
+    let events = api.all_events(&run_id).await;
+    assert_eq!(types(&events).first(), Some(&"run.queued"));
+    assert_eq!(types(&events).last(), Some(&"run.completed"));
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=i64::try_from(events.len()).unwrap()).collect::<Vec<_>>());
+    let (status, session) = api.get(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(session["status"], "idle");
+    let contents: Vec<&str> =
+        session["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["kept whole", "kept whole"]);
+    let next = api
+        .request(Method::POST, "/v1/chat/completions")
+        .header("x-session-id", &session_id)
+        .json(&echo("and after"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    let (_, session) = api.get(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(session["messages"].as_array().unwrap().len(), 4);
 }

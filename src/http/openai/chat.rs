@@ -96,7 +96,8 @@ pub async fn chat_completions(
     // Follow the run before it exists: its first events are published as the dispatch commits.
     let id = RunId::new();
     let follower = Follower::fresh(state.db().clone(), state.queue().hub(), id.clone());
-    let dispatched = crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue).await?;
+    let dispatched =
+        crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue, !stream).await?;
     let turn = Turn { run: dispatched.run, model, created: unix_now(), started, include_usage };
     match dispatched.taken {
         // Taken at dispatch and answered whole: executed right here, on the request's task.
