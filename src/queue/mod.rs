@@ -181,7 +181,10 @@ impl Queue {
                     Claimed { run: deferred.run.clone(), history: Vec::new(), next_seq: 3, unstored: true };
                 let events = deferred.events.clone();
                 let run = claimed.run.clone();
-                self.deferred.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), *deferred);
+                self.deferred
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(run.id.clone(), *deferred);
                 (run, events, Some((claimed, slot)))
             }
         };
