@@ -1,12 +1,22 @@
 //! SQL for `messages`: a session's conversation, appended when a turn completes.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
-use super::DbError;
+use super::{DbError, ROWS_PER_INSERT, RowsInsert};
 use crate::domain::message::{Message, Role};
 use crate::ids::{RunId, SessionId};
 
-/// Appends messages to a session after its last one.
+/// `?1` the session, `?2` the run, `?3` the time; a row's own: seq, role, content, tool calls,
+/// tool call id.
+static INSERT: RowsInsert = RowsInsert::new(
+    "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id, run_id, created_at)",
+    "(?1, $0, $1, $2, $3, $4, ?2, ?3)",
+    3,
+    5,
+);
+
+/// Appends messages to a session after its last one (`new_session`: it has none yet, so the
+/// first is seq 1 without asking).
 ///
 /// # Errors
 /// On a database failure.
@@ -16,27 +26,33 @@ pub fn append_messages(
     run: &RunId,
     messages: &[Message],
     at: i64,
+    new_session: bool,
 ) -> Result<(), DbError> {
-    let next: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM messages WHERE session_id = ?1")?
-        .query_row([session], |r| r.get(0))?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO messages (session_id, seq, role, content, tool_calls, tool_call_id, run_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for (offset, m) in (0i64..).zip(messages) {
-        let tool_calls =
-            if m.tool_calls.is_empty() { None } else { Some(serde_json::to_string(&m.tool_calls)?) };
-        insert.execute(params![
-            session,
-            next + offset,
-            m.role.as_str(),
-            m.content.as_ref().map(serde_json::to_string).transpose()?,
-            tool_calls,
-            m.tool_call_id,
-            run,
-            at
-        ])?;
+    let mut next: i64 = if new_session {
+        1
+    } else {
+        conn.prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM messages WHERE session_id = ?1")?
+            .query_row([session], |r| r.get(0))?
+    };
+    for chunk in messages.chunks(ROWS_PER_INSERT) {
+        let mut insert = conn.prepare_cached(INSERT.sql(chunk.len()))?;
+        insert.raw_bind_parameter(1, session)?;
+        insert.raw_bind_parameter(2, run)?;
+        insert.raw_bind_parameter(3, at)?;
+        for (i, m) in chunk.iter().enumerate() {
+            let tool_calls =
+                if m.tool_calls.is_empty() { None } else { Some(serde_json::to_string(&m.tool_calls)?) };
+            insert.raw_bind_parameter(INSERT.param(i, 0), next)?;
+            insert.raw_bind_parameter(INSERT.param(i, 1), m.role.as_str())?;
+            insert.raw_bind_parameter(
+                INSERT.param(i, 2),
+                m.content.as_ref().map(serde_json::to_string).transpose()?,
+            )?;
+            insert.raw_bind_parameter(INSERT.param(i, 3), tool_calls)?;
+            insert.raw_bind_parameter(INSERT.param(i, 4), &m.tool_call_id)?;
+            next += 1;
+        }
+        insert.raw_execute()?;
     }
     Ok(())
 }
@@ -68,4 +84,35 @@ pub fn list_messages(conn: &Connection, session: &SessionId) -> Result<Vec<Messa
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::migrate;
+
+    #[test]
+    fn messages_append_in_order_across_statements_and_turns() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate::migrate_to(&conn, None).unwrap();
+        // The conversation on its own: no session or run rows to point at.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let (session, run) = (SessionId::new(), RunId::new());
+        let said =
+            |n: usize| Message::text(if n % 2 == 0 { Role::User } else { Role::Assistant }, format!("m{n}"));
+        // 11 messages (statements of 8 and 3 rows) on a new session, then 2 more.
+        let first: Vec<Message> = (0..11).map(said).collect();
+        append_messages(&conn, &session, &run, &first, 5, true).unwrap();
+        append_messages(&conn, &session, &run, &[said(11), said(12)], 6, false).unwrap();
+        let stored = list_messages(&conn, &session).unwrap();
+        assert_eq!(stored, (0..13).map(said).collect::<Vec<_>>());
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM messages WHERE session_id = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([&session], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(seqs, (1..=13).collect::<Vec<i64>>());
+    }
 }

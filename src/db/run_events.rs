@@ -2,20 +2,33 @@
 
 use rusqlite::{Connection, params};
 
-use super::DbError;
+use super::{DbError, JsonText, ROWS_PER_INSERT, RowsInsert};
 use crate::domain::event::{EventType, RunEvent};
 use crate::ids::RunId;
+
+/// `?1` the run; a row's own: seq, type, data, created_at.
+static INSERT: RowsInsert = RowsInsert::new(
+    "INSERT OR IGNORE INTO run_events (run_id, seq, type, data, created_at)",
+    "(?1, $0, $1, $2, $3)",
+    1,
+    4,
+);
 
 /// Appends events; a seq already stored is left as it is (appends are idempotent on seq).
 ///
 /// # Errors
 /// On a database failure.
 pub fn insert_events(conn: &Connection, run: &RunId, events: &[RunEvent]) -> Result<(), DbError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO run_events (run_id, seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for e in events {
-        stmt.execute(params![run, e.seq, e.kind.as_str(), e.data.to_string(), e.created_at])?;
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut stmt = conn.prepare_cached(INSERT.sql(chunk.len()))?;
+        stmt.raw_bind_parameter(1, run)?;
+        for (i, e) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(INSERT.param(i, 0), e.seq)?;
+            stmt.raw_bind_parameter(INSERT.param(i, 1), e.kind.as_str())?;
+            stmt.raw_bind_parameter(INSERT.param(i, 2), JsonText(&e.data))?;
+            stmt.raw_bind_parameter(INSERT.param(i, 3), e.created_at)?;
+        }
+        stmt.raw_execute()?;
     }
     Ok(())
 }
@@ -82,4 +95,43 @@ pub fn read_slice(conn: &Connection, run: &RunId, after_seq: i64, limit: u32) ->
     tx.finish()?;
     let closed = kind.and_then(|k| k.parse::<EventType>().ok()).is_some_and(EventType::is_terminal);
     Ok(Slice { events, tail, closed })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::db::migrate;
+
+    #[test]
+    fn events_go_in_many_rows_a_statement_and_a_seq_stored_stays_as_it_is() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate::migrate_to(&conn, None).unwrap();
+        // The log on its own: no run row to point at.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let run = RunId::new();
+        let event = |seq: i64, text: &str| RunEvent {
+            seq,
+            kind: EventType::TextDelta,
+            data: json!({"text": text, "n": seq}),
+            created_at: 1_000 + seq,
+        };
+        // 19 events: statements of 8, 8 and 3 rows.
+        let first: Vec<RunEvent> = (1..=19).map(|s| event(s, "first")).collect();
+        insert_events(&conn, &run, &first).unwrap();
+        // Overlapping appends: seqs 15..=19 already stored keep their first data.
+        let again: Vec<RunEvent> = (15..=22).map(|s| event(s, "again")).collect();
+        insert_events(&conn, &run, &again).unwrap();
+        let stored = list_events_after(&conn, &run, 0, 100).unwrap();
+        assert_eq!(stored.len(), 22);
+        for (i, e) in stored.iter().enumerate() {
+            let seq = i64::try_from(i).unwrap() + 1;
+            let text = if seq <= 19 { "first" } else { "again" };
+            assert_eq!(e, &event(seq, text), "event {seq}");
+        }
+        assert_eq!(last_seq(&conn, &run).unwrap(), 22);
+        insert_events(&conn, &run, &[]).unwrap();
+        assert_eq!(last_seq(&conn, &run).unwrap(), 22, "nothing to append is no statement");
+    }
 }

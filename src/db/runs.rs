@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::DbError;
+use super::{DbError, JsonText};
 use crate::domain::run::RunStatus;
 use crate::ids::{OrgId, RunId, SessionId};
 
@@ -111,7 +111,7 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.user_id,
         run.status.as_str(),
         run.runner,
-        run.resolved_profile.to_string(),
+        JsonText(&run.resolved_profile),
         run.attempt,
         &*run.input,
         run.created_at,
@@ -120,9 +120,9 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.claimed_at,
         run.started_at,
         run.finished_at,
-        run.output.as_ref().map(ToString::to_string),
-        run.usage.as_ref().map(ToString::to_string),
-        run.error.as_ref().map(ToString::to_string)
+        run.output.as_ref().map(JsonText),
+        run.usage.as_ref().map(JsonText),
+        run.error.as_ref().map(JsonText)
     ])?;
     Ok(())
 }
@@ -249,9 +249,9 @@ pub fn finish_held_run(
             worker,
             attempt,
             finish.status.as_str(),
-            finish.output.map(ToString::to_string),
-            finish.usage.map(ToString::to_string),
-            finish.error.map(ToString::to_string),
+            finish.output.map(JsonText),
+            finish.usage.map(JsonText),
+            finish.error.map(JsonText),
             finish.at
         ])?;
     Ok(changed == 1)

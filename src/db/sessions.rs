@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::DbError;
+use super::{DbError, JsonText};
 use crate::ids::{OrgId, SessionId};
 
 /// A session row.
@@ -66,7 +66,7 @@ pub fn insert_session(conn: &Connection, s: &SessionRow) -> Result<(), DbError> 
         s.user_id,
         s.status,
         s.runner,
-        s.resolved_profile.to_string(),
+        JsonText(&s.resolved_profile),
         s.created_at,
         s.updated_at
     ])?;
@@ -96,7 +96,7 @@ pub fn stamp_session(
         "UPDATE agent_sessions SET status = 'running', runner = ?2, resolved_profile = ?3, updated_at = ?4
          WHERE id = ?1",
     )?
-    .execute(params![id, runner, profile.to_string(), at])?;
+    .execute(params![id, runner, JsonText(profile), at])?;
     Ok(())
 }
 

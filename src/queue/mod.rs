@@ -324,7 +324,7 @@ impl Queue {
                     return Ok(None);
                 }
                 if done.status == RunStatus::Completed {
-                    messages::append_messages(conn, &session, &id, &done.messages, now)?;
+                    messages::append_messages(conn, &session, &id, &done.messages, now, whole)?;
                 }
                 // A run stored whole is its new session's only one: the session is settled.
                 // Else, not settled: the session's next run waits in the queue, claimable now.
