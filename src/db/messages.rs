@@ -98,8 +98,9 @@ mod tests {
         // The conversation on its own: no session or run rows to point at.
         conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         let (session, run) = (SessionId::new(), RunId::new());
-        let said =
-            |n: usize| Message::text(if n % 2 == 0 { Role::User } else { Role::Assistant }, format!("m{n}"));
+        let said = |n: usize| {
+            Message::text(if n.is_multiple_of(2) { Role::User } else { Role::Assistant }, format!("m{n}"))
+        };
         // 11 messages (statements of 8 and 3 rows) on a new session, then 2 more.
         let first: Vec<Message> = (0..11).map(said).collect();
         append_messages(&conn, &session, &run, &first, 5, true).unwrap();

@@ -67,7 +67,7 @@ impl Upstream {
     /// Connect failures and timeouts before the response headers.
     pub async fn post(
         &self,
-        body: &Value,
+        body: &(impl serde::Serialize + Sync),
         extra: &[(&'static str, &'static str)],
     ) -> Result<reqwest::Response, ModelError> {
         let mut request = self.client.post(self.url.clone()).headers(self.headers.clone()).json(body);
@@ -117,7 +117,7 @@ pub enum Answer {
 /// Transport failures, error statuses, and a stream that ends before its end marker.
 pub async fn call(
     upstream: &Upstream,
-    body: &Value,
+    body: &(impl serde::Serialize + Sync),
     extra: &[(&'static str, &'static str)],
     stream: bool,
     end: &str,

@@ -2,7 +2,7 @@
 //! `POST {base}/chat/completions`, streaming or not, translated to and from hearth's types.
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::http::{Answer, Upstream, call, whole_answer};
 use super::{ChatModel, Deltas, ModelError, ModelOutput, ModelRequest, Usage};
@@ -24,54 +24,122 @@ impl OpenAi {
     }
 }
 
-fn wire_message(m: &Message) -> Value {
-    let mut out = json!({"role": m.role.as_str(), "content": m.content});
-    if !m.tool_calls.is_empty() {
-        out["tool_calls"] = m
+/// A chat completion request on the wire, serialized straight from hearth's types (no JSON tree
+/// built in between).
+#[derive(serde::Serialize)]
+pub struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessageOut<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTyped<WireToolOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(serde::Serialize)]
+struct WireMessageOut<'a> {
+    role: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireCallOut<'a>>,
+    /// Present (maybe `null`) on tool messages only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<Option<&'a str>>,
+}
+
+/// `{"type": "function", "function": …}`.
+#[derive(serde::Serialize)]
+struct WireTyped<T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: T,
+}
+
+#[derive(serde::Serialize)]
+struct WireCallOut<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    call: WireTyped<WireCallFunction<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct WireCallFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct WireToolOut<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+fn wire_message(m: &Message) -> WireMessageOut<'_> {
+    WireMessageOut {
+        role: m.role.as_str(),
+        content: m.content.as_deref(),
+        tool_calls: m
             .tool_calls
             .iter()
-            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-            .collect();
+            .map(|c| WireCallOut {
+                id: &c.id,
+                call: WireTyped {
+                    kind: "function",
+                    function: WireCallFunction { name: &c.name, arguments: &c.arguments },
+                },
+            })
+            .collect(),
+        tool_call_id: (m.role == Role::Tool).then_some(m.tool_call_id.as_deref()),
     }
-    if m.role == Role::Tool {
-        out["tool_call_id"] = json!(m.tool_call_id);
-    }
-    out
 }
 
 /// The request body for a model call.
 #[must_use]
-pub fn request_body(request: &ModelRequest, stream: bool) -> Value {
-    let mut body = json!({
-        "model": request.model,
-        "messages": request.messages.iter().map(wire_message).collect::<Vec<_>>(),
-        "stream": stream,
-    });
-    if stream {
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    if !request.tools.is_empty() {
-        body["tools"] = request
+pub fn request_body(request: &ModelRequest, stream: bool) -> WireRequest<'_> {
+    let o = &request.options;
+    WireRequest {
+        model: &request.model,
+        messages: request.messages.iter().map(wire_message).collect(),
+        stream,
+        stream_options: stream.then_some(StreamOptions { include_usage: true }),
+        tools: request
             .tools
             .iter()
-            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
-            .collect();
+            .map(|t| WireTyped {
+                kind: "function",
+                function: WireToolOut {
+                    name: &t.name,
+                    description: &t.description,
+                    parameters: &t.parameters,
+                },
+            })
+            .collect(),
+        temperature: o.temperature,
+        top_p: o.top_p,
+        max_tokens: o.max_tokens,
+        stop: &o.stop,
+        response_format: o.response_format.as_ref(),
+        tool_choice: o.tool_choice.as_ref(),
     }
-    let o = &request.options;
-    let optional = [
-        ("temperature", o.temperature.map(Value::from)),
-        ("top_p", o.top_p.map(Value::from)),
-        ("max_tokens", o.max_tokens.map(Value::from)),
-        ("stop", (!o.stop.is_empty()).then(|| json!(o.stop))),
-        ("response_format", o.response_format.clone()),
-        ("tool_choice", o.tool_choice.clone()),
-    ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            body[key] = value;
-        }
-    }
-    body
 }
 
 fn usage_of(value: &Value) -> Usage {
@@ -243,7 +311,69 @@ impl ChatModel for OpenAi {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::domain::message::ToolSpec;
+    use crate::llm::ModelOptions;
+
+    #[test]
+    fn the_request_body_is_openais_wire_shape() {
+        let call =
+            ToolCall { id: "c1".into(), name: "get_weather".into(), arguments: r#"{"city":"Oslo"}"#.into() };
+        let request = ModelRequest {
+            model: "gpt-x".into(),
+            messages: vec![
+                Message::text(Role::System, "be brief"),
+                Message { role: Role::Assistant, content: None, tool_calls: vec![call], tool_call_id: None },
+                Message {
+                    role: Role::Tool,
+                    content: Some("sunny".into()),
+                    tool_calls: vec![],
+                    tool_call_id: Some("c1".into()),
+                },
+                Message { role: Role::Tool, content: None, tool_calls: vec![], tool_call_id: None },
+            ],
+            tools: vec![ToolSpec {
+                name: "get_weather".into(),
+                description: "weather".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            options: ModelOptions {
+                temperature: Some(0.5),
+                max_tokens: Some(20),
+                stop: vec!["\n".into()],
+                tool_choice: Some(json!("auto")),
+                ..ModelOptions::default()
+            },
+            stream: true,
+        };
+        let body = serde_json::to_value(request_body(&request, true)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": "gpt-x",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                    {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+                    {"role": "tool", "content": null, "tool_call_id": null},
+                ],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": {"type": "object"}}}],
+                "temperature": 0.5,
+                "max_tokens": 20,
+                "stop": ["\n"],
+                "tool_choice": "auto",
+            })
+        );
+        let plain =
+            ModelRequest { tools: vec![], options: ModelOptions::default(), stream: false, ..request };
+        let body = serde_json::to_value(request_body(&plain, false)).unwrap();
+        assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["messages", "model", "stream"]);
+    }
 
     fn parse(body: &str) -> Result<ModelOutput, ModelError> {
         let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1", PATH, &[]).unwrap();
