@@ -95,10 +95,17 @@ enum Guard {
     Savepoint,
 }
 
+/// A job waiting for the writer: a write (in the batch's transaction) or a read (before it,
+/// on the same connection, outside any transaction).
+struct Queued {
+    read: bool,
+    job: Job,
+}
+
 /// The one writer connection and the jobs waiting for it.
 struct Writer {
     conn: Mutex<Connection>,
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<VecDeque<Queued>>,
     /// Batches committed so far (the checkpoint loop skips a pass when it has not moved).
     commits: AtomicU64,
 }
@@ -198,7 +205,44 @@ impl Db {
             });
             (deliver, ok)
         });
-        self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
+        self.writer
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Queued { read: false, job });
+        self.writer.lead();
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Runs `f` on the writer's connection between two write transactions, outside any. That
+    /// connection's page cache is never stale (only it writes), so a read that follows writes
+    /// closely costs no page re-reads, and it sees every write committed before it — what a
+    /// pooled reader pays for after each commit. `f` must not write (nothing would group or
+    /// guard it). Reads queued with writes run just before the batch's transaction.
+    ///
+    /// # Errors
+    /// Whatever `f` returns, or [`DbError::WriterGone`] after shutdown.
+    pub async fn read_on_writer<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok((conn, _)) => run_caught(conn, f),
+                Err(e) => Err(DbError::Commit(Arc::clone(e))),
+            };
+            let deliver: Deliver = Box::new(move |_| {
+                let _ = tx.send(result);
+            });
+            (deliver, true)
+        });
+        self.writer
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Queued { read: true, job });
         self.writer.lead();
         rx.await.map_err(|_| DbError::WriterGone)?
     }
@@ -230,7 +274,7 @@ impl Writer {
     fn lead(&self) {
         loop {
             let Ok(conn) = self.conn.try_lock() else { return };
-            let batch: Vec<Job> = {
+            let batch: Vec<Queued> = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let take = queue.len().min(MAX_BATCH);
                 queue.drain(..take).collect()
@@ -238,8 +282,9 @@ impl Writer {
             if batch.is_empty() {
                 return;
             }
-            run_batch(&conn, batch);
-            self.commits.fetch_add(1, Ordering::Relaxed);
+            if run_batch(&conn, batch) {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
             drop(conn);
             if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
                 return;
@@ -290,10 +335,19 @@ impl Db {
     }
 }
 
-/// One transaction for a batch of jobs; each caller is answered after the commit. The first
-/// job runs bare (see [`Guard`]): when it fails, its transaction is rolled back and the next job
-/// starts a new one, again bare.
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
+/// Runs a batch: its reads first, each answered at once; then one transaction for its writes,
+/// each answered after the commit. The first write runs bare (see [`Guard`]): when it fails,
+/// its transaction is rolled back and the next write starts a new one, again bare. Returns
+/// whether a transaction ran.
+fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
+    let (reads, writes): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| q.read);
+    for read in reads {
+        let (deliver, _) = (read.job)(Ok((conn, Guard::Bare)));
+        deliver(None);
+    }
+    if writes.is_empty() {
+        return false;
+    }
     let begin = || {
         let begun = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ());
         begun.map_err(|e| {
@@ -304,9 +358,9 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
     let mut open = begin();
     let mut guard = Guard::Bare;
     #[expect(clippy::cast_precision_loss, reason = "a batch holds at most MAX_BATCH jobs")]
-    metrics::histogram!("hearth_db_commit_writes").record(batch.len() as f64);
-    let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
-    for job in batch {
+    metrics::histogram!("hearth_db_commit_writes").record(writes.len() as f64);
+    let mut delivers: Vec<Deliver> = Vec::with_capacity(writes.len());
+    for Queued { job, .. } in writes {
         let (deliver, ok) = job(open.as_ref().map(|()| (conn, guard)));
         delivers.push(deliver);
         if open.is_err() {
@@ -331,6 +385,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
     for deliver in delivers {
         deliver(outcome.as_ref().err());
     }
+    true
 }
 
 /// Rows one multi-row `INSERT` carries at most. A turn's events (or messages) go in one
@@ -639,6 +694,50 @@ mod wal_tests {
         assert_eq!(db.commits(), start + 2);
         let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!((n, db.commits()), (1, start + 2), "a read is not a commit");
+        let n: i64 = db
+            .read_on_writer(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!((n, db.commits()), (1, start + 2), "nor is a read on the writer's connection");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
+    async fn reads_on_the_writer_see_every_acknowledged_write_and_open_no_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("r.db"), 2).unwrap();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
+        let start = db.commits();
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..50 {
+                    let x = i * 100 + j;
+                    db.write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())?))
+                        .await
+                        .unwrap();
+                    let (seen, in_tx): (i64, bool) = db
+                        .read_on_writer(move |c| {
+                            let seen =
+                                c.query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0))?;
+                            Ok((seen, !c.is_autocommit()))
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!((seen, in_tx), (1, false), "write {x} read back outside a transaction");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let failed =
+            db.read_on_writer(|c| Ok(c.query_row("SELECT nope FROM t", [], |r| r.get::<_, i64>(0))?)).await;
+        assert!(failed.is_err(), "a failing read answers its error");
+        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(n, 200);
+        assert!(db.commits() - start <= 200, "reads never commit");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

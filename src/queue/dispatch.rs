@@ -101,37 +101,16 @@ pub(super) struct Stored {
     pub claimed: Option<(Claimed, OwnedSemaphorePermit)>,
 }
 
-/// What a dispatch did: stored the run (and maybe had it taken), or left it to be stored whole
-/// when it ends.
-pub(super) enum Dispatch {
-    /// Stored.
-    Stored(Box<Stored>),
-    /// Taken by the in-process worker (holding its slot), stored only when it ends.
-    Deferred(Box<Deferred>, OwnedSemaphorePermit),
-}
-
-/// Dispatches `new` in the writer's transaction: resolves its runner, then either drafts it
-/// without writing (a run answered at its end, on a new session, that `taker` takes: see
-/// `Queue::dispatch`) or stores it, taken by `taker` when FIFO allows.
+/// Dispatches `new` in the writer's transaction: resolves its runner and stores it (with its
+/// new session, or stamping the caller's), taken by `taker` when FIFO allows.
 pub(super) fn insert_dispatch(
     conn: &rusqlite::Connection,
     mut new: NewRun,
     taker: Option<Taker>,
-) -> Result<Result<Dispatch, DispatchError>, DbError> {
+) -> Result<Result<Stored, DispatchError>, DbError> {
     let now = now_ms();
     let resolve = std::mem::replace(&mut new.stamp, Box::new(|_| Stamp::default()));
-    let stamp = resolve(conn);
-    let mut taker = taker;
-    if new.answer_at_end
-        && new.session.is_none()
-        && taker.as_ref().is_some_and(|t| t.runner == stamp.runner)
-        && !runs::runner_has_queued(conn, &stamp.runner)?
-        && let Some(t) = taker.take()
-    {
-        let deferred = defer_dispatch(new, stamp, &t, now);
-        return Ok(Ok(Dispatch::Deferred(Box::new(deferred), t.slot)));
-    }
-    let Stamp { runner, profile } = stamp;
+    let Stamp { runner, profile } = resolve(conn);
     let profile = Arc::new(profile);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
@@ -182,7 +161,7 @@ pub(super) fn insert_dispatch(
         }
         None => None,
     };
-    Ok(Ok(Dispatch::Stored(Box::new(Stored { run, events, claimed }))))
+    Ok(Ok(Stored { run, events, claimed }))
 }
 
 /// A run taken at dispatch and not stored yet: its rows as they would have been written at
@@ -199,7 +178,7 @@ pub(super) struct Deferred {
 
 /// Drafts a run for a new session that `taker` takes at once, without writing anything: the
 /// same rows [`insert_dispatch`] would have stored.
-fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64) -> Deferred {
+pub(super) fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64) -> Deferred {
     let Stamp { runner, profile } = stamp;
     let profile = Arc::new(profile);
     let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);

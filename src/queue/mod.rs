@@ -155,39 +155,43 @@ impl Queue {
     ///
     /// **Stored when it ends.** A run nobody can learn of before its outcome
     /// ([`NewRun::answer_at_end`]: a chat turn answered whole, on a new session, with no tool)
-    /// that the in-process worker takes is not written at dispatch: its runner is resolved in the
-    /// writer's transaction as for any run, nothing is written, and the run, its session and
-    /// every event are written in the one transaction that records its outcome — before its caller is answered, so a run answered
+    /// that the in-process worker takes is not written at dispatch: its runner is resolved by a
+    /// read on the writer's connection ([`Db::read_on_writer`]: no transaction, a warm cache),
+    /// and the run, its session and every event are written in the one transaction that
+    /// records its outcome — before its caller is answered, so a run answered
     /// 200 is stored as surely as any other (SPEC §2), at half the commits and WAL pages. Until
     /// then it is not in the database (a crash mid-turn leaves no trace; its client sees the
     /// connection fail, never an answer).
     ///
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
-    pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
+    pub async fn dispatch(&self, mut new: NewRun) -> Result<Dispatched, DispatchError> {
         let lease_ms = self.lease_ms();
         let taker = self.local.get().and_then(|l| {
             let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
             Some(dispatch::Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
         });
-        let dispatched = self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker)).await??;
-        let (run, events, taken) = match dispatched {
-            dispatch::Dispatch::Stored(stored) => {
-                let dispatch::Stored { run, events, claimed } = *stored;
-                (run, events, claimed)
+        if let Some(t) = taker.as_ref().filter(|_| new.answer_at_end && new.session.is_none()) {
+            // A read on the writer's connection: no transaction, nothing written.
+            let (resolve, runner) =
+                (std::mem::replace(&mut new.stamp, Box::new(|_| Stamp::default())), t.runner.clone());
+            let (stamp, take) = self
+                .db
+                .read_on_writer(move |conn| {
+                    let stamp = resolve(conn);
+                    let take = stamp.runner == runner && !runs::runner_has_queued(conn, &stamp.runner)?;
+                    Ok((stamp, take))
+                })
+                .await?;
+            if take && let Some(t) = taker {
+                let deferred = dispatch::defer_dispatch(new, stamp, &t, now_ms());
+                return Ok(self.defer(deferred, t.slot));
             }
-            dispatch::Dispatch::Deferred(deferred, slot) => {
-                let claimed =
-                    Claimed { run: deferred.run.clone(), history: Vec::new(), next_seq: 3, unstored: true };
-                let events = deferred.events.clone();
-                let run = claimed.run.clone();
-                self.deferred
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(run.id.clone(), *deferred);
-                (run, events, Some((claimed, slot)))
-            }
-        };
+            // Not the embedded worker's to take at once: dispatched the usual way, on this stamp.
+            new.stamp = Box::new(move |_| stamp);
+        }
+        let dispatch::Stored { run, events, claimed: taken } =
+            self.db.write(move |conn| dispatch::insert_dispatch(conn, new, taker)).await??;
         self.hub.publish(&run.id, Arc::from(events));
         dispatch_line(&run);
         match &taken {
@@ -195,6 +199,17 @@ impl Queue {
             None => self.waker(&run.runner).notify_one(),
         }
         Ok(Dispatched { run, taken })
+    }
+
+    /// Hands a run drafted at dispatch to the embedded worker, unstored until it ends.
+    fn defer(&self, deferred: dispatch::Deferred, slot: OwnedSemaphorePermit) -> Dispatched {
+        let claimed = Claimed { run: deferred.run.clone(), history: Vec::new(), next_seq: 3, unstored: true };
+        self.hub.publish(&claimed.run.id, Arc::from(deferred.events.clone()));
+        dispatch_line(&claimed.run);
+        claimed_line(&claimed);
+        let run = claimed.run.clone();
+        self.deferred.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), deferred);
+        Dispatched { run, taken: Some((claimed, slot)) }
     }
 
     /// Claims the next run of `runner` for `worker`, if any.
