@@ -214,11 +214,12 @@ impl Db {
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
-    /// Runs `f` on the writer's connection between two write transactions, outside any. That
-    /// connection's page cache is never stale (only it writes), so a read that follows writes
-    /// closely costs no page re-reads, and it sees every write committed before it — what a
-    /// pooled reader pays for after each commit. `f` must not write (nothing would group or
-    /// guard it). Reads queued with writes run just before the batch's transaction.
+    /// Runs `f` on the writer's connection, at the start of the next batch (before its writes,
+    /// inside their transaction; alone, in a read transaction). That connection's page cache
+    /// is never stale (only it writes), so a read that follows writes closely costs no page
+    /// re-reads, and it sees every write committed before it — what a pooled reader pays for
+    /// after each commit. It is answered at once, never counts as a commit, and must not write
+    /// (nothing would guard it).
     ///
     /// # Errors
     /// Whatever `f` returns, or [`DbError::WriterGone`] after shutdown.
@@ -335,17 +336,26 @@ impl Db {
     }
 }
 
-/// Runs a batch: its reads first, each answered at once; then one transaction for its writes,
-/// each answered after the commit. The first write runs bare (see [`Guard`]): when it fails,
-/// its transaction is rolled back and the next write starts a new one, again bare. Returns
-/// whether a transaction ran.
+/// Runs a batch: one transaction for its writes, each answered after the commit, with its
+/// reads first inside it, each answered at once (they change nothing, so they need no
+/// savepoint); a batch of reads alone runs in one read transaction (one read lock taken and
+/// released for them all, not one per statement). The first write runs bare (see [`Guard`]):
+/// when it fails, its transaction is rolled back and the next write starts a new one, again
+/// bare. Returns whether a write transaction ran.
 fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
     let (reads, writes): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| q.read);
-    for read in reads {
-        let (deliver, _) = (read.job)(Ok((conn, Guard::Bare)));
-        deliver(None);
-    }
+    let run_reads = |reads: Vec<Queued>| {
+        for read in reads {
+            let (deliver, _) = (read.job)(Ok((conn, Guard::Bare)));
+            deliver(None);
+        }
+    };
     if writes.is_empty() {
+        let began = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).is_ok();
+        run_reads(reads);
+        if began {
+            let _ = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+        }
         return false;
     }
     let begin = || {
@@ -356,6 +366,7 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
         })
     };
     let mut open = begin();
+    run_reads(reads);
     let mut guard = Guard::Bare;
     #[expect(clippy::cast_precision_loss, reason = "a batch holds at most MAX_BATCH jobs")]
     metrics::histogram!("hearth_db_commit_writes").record(writes.len() as f64);
@@ -703,7 +714,7 @@ mod wal_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
-    async fn reads_on_the_writer_see_every_acknowledged_write_and_open_no_transaction() {
+    async fn reads_on_the_writer_see_every_acknowledged_write_and_never_commit() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("r.db"), 2).unwrap();
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
@@ -717,15 +728,13 @@ mod wal_tests {
                     db.write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())?))
                         .await
                         .unwrap();
-                    let (seen, in_tx): (i64, bool) = db
+                    let seen: i64 = db
                         .read_on_writer(move |c| {
-                            let seen =
-                                c.query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0))?;
-                            Ok((seen, !c.is_autocommit()))
+                            Ok(c.query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0))?)
                         })
                         .await
                         .unwrap();
-                    assert_eq!((seen, in_tx), (1, false), "write {x} read back outside a transaction");
+                    assert_eq!(seen, 1, "write {x} read back");
                 }
             }));
         }
@@ -738,6 +747,13 @@ mod wal_tests {
         let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(n, 200);
         assert!(db.commits() - start <= 200, "reads never commit");
+        let before = db.commits();
+        for _ in 0..20 {
+            db.read_on_writer(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
+        }
+        assert_eq!(db.commits(), before, "a batch of reads alone is no commit");
+        let autocommit = db.read_on_writer(|c| Ok(c.is_autocommit())).await.unwrap();
+        assert!(!autocommit, "reads run inside one transaction, not one per statement");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
