@@ -1,7 +1,8 @@
 //! The SQLite store: a pool of reader connections and one writer connection that batches commits.
 //!
-//! Every connection gets the pragmas of SPEC §2. Reads run on the blocking pool with a pooled
-//! connection. Writes never race: they are closures queued for the one writer connection. The
+//! Every connection gets the pragmas of SPEC §2. Reads run on the caller's thread with a pooled
+//! connection, or, when they follow writes closely, on the writer's connection
+//! ([`Db::read_on_writer`]: its cache is never stale). Writes never race: they are closures queued for the one writer connection. The
 //! caller that finds the writer free becomes the *leader*: on its own thread, it opens a
 //! `BEGIN IMMEDIATE` transaction, runs every job waiting in the queue (each inside its own
 //! savepoint, so one failing job rolls back alone), commits once, and only then answers each
