@@ -19,6 +19,14 @@ static INSERT: RowsInsert = RowsInsert::new(
 /// # Errors
 /// On a database failure.
 pub fn insert_events(conn: &Connection, run: &RunId, events: &[RunEvent]) -> Result<(), DbError> {
+    insert_event_refs(conn, run, &events.iter().collect::<Vec<_>>())
+}
+
+/// [`insert_events`] for events held in more than one place (one statement for all).
+///
+/// # Errors
+/// On a database failure.
+pub fn insert_event_refs(conn: &Connection, run: &RunId, events: &[&RunEvent]) -> Result<(), DbError> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut stmt = conn.prepare_cached(INSERT.sql(chunk.len()))?;
         stmt.raw_bind_parameter(1, run)?;

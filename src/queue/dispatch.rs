@@ -212,8 +212,7 @@ pub(super) fn store_whole(
     run.finished_at = Some(end.at);
     run.lease_expires_at = None;
     runs::insert_run(conn, &run)?;
-    run_events::insert_events(conn, &run.id, &events)?;
-    run_events::insert_events(conn, &run.id, later)?;
+    run_events::insert_event_refs(conn, &run.id, &events.iter().chain(later).collect::<Vec<_>>())?;
     Ok(run)
 }
 

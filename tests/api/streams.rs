@@ -433,3 +433,36 @@ async fn a_chat_turn_answered_whole_is_stored_before_its_answer_and_survives_a_c
     let (_, session) = api.get(&format!("/v1/sessions/{session_id}")).await;
     assert_eq!(session["messages"].as_array().unwrap().len(), 4);
 }
+
+/// A whole answer in OpenAI's `chat.completion` shape: text with `finish_reason: stop`, or client
+/// tool calls with `content: null` and `finish_reason: tool_calls`; usage and ids always.
+#[tokio::test]
+async fn a_whole_answer_has_openais_completion_shape() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let post = |body: Value| api.request(Method::POST, "/v1/chat/completions").json(&body).send();
+    let text: Value = post(echo("plain words")).await.unwrap().json().await.unwrap();
+    assert_eq!(text["object"], "chat.completion");
+    assert!(text["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(text["model"], "echo");
+    let choice = &text["choices"][0];
+    assert_eq!((choice["index"].as_u64(), choice["finish_reason"].as_str()), (Some(0), Some("stop")));
+    assert_eq!(choice["message"], json!({"role": "assistant", "content": "plain words"}));
+    assert!(choice.as_object().unwrap().contains_key("logprobs"));
+    assert!(text["usage"]["total_tokens"].as_u64().is_some(), "{text}");
+
+    let tools =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let body = json!({"model": "echo", "tools": tools,
+                      "messages": [{"role": "user", "content": r#"call:get_weather {"city":"Oslo"}"#}]});
+    let called: Value = post(body).await.unwrap().json().await.unwrap();
+    let choice = &called["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(
+        (call["type"].as_str(), call["function"]["name"].as_str()),
+        (Some("function"), Some("get_weather"))
+    );
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+}

@@ -185,26 +185,63 @@ async fn complete_turn(
 }
 
 /// The `chat.completion` for a run's terminal event, or its error.
+/// A `chat.completion` answer, serialized from the terminal event without copying it.
+#[derive(serde::Serialize)]
+struct CompletionOut<'a> {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut<'a>; 1],
+    usage: &'a Value,
+}
+
+#[derive(serde::Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    /// The text; `null` beside tool calls when there is none, else `""`.
+    content: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a Value>,
+}
+
 fn answer(turn: &Turn, terminal: &RunEvent) -> Result<Response, ApiError> {
+    static NULL: Value = Value::Null;
+    static EMPTY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!(""));
+    static NO_USAGE: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
     if terminal.kind != EventType::Completed {
         return Err(failure(&terminal.data));
     }
-    let output = terminal.data.get("output").cloned().unwrap_or_default();
-    let content = output.get("content").cloned().filter(|c| c.as_str() != Some("")).unwrap_or(Value::Null);
-    let mut message = json!({"role": "assistant", "content": content});
-    if finish_reason(&output) == "tool_calls" {
-        message["tool_calls"] = output["tool_calls"].clone();
-    } else if message["content"].is_null() {
-        message["content"] = json!("");
-    }
-    let body = json!({
-        "id": completion_id(turn),
-        "object": "chat.completion",
-        "created": turn.created,
-        "model": turn.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(&output)}],
-        "usage": terminal.data.get("usage").cloned().unwrap_or_else(|| json!({"prompt_tokens":0,"completion_tokens":0,"total_tokens":0})),
-    });
+    let output = terminal.data.get("output").unwrap_or(&NULL);
+    let finish_reason = finish_reason(output);
+    let tool_calls = (finish_reason == "tool_calls").then(|| &output["tool_calls"]);
+    let content = match output.get("content").filter(|c| !c.is_null() && c.as_str() != Some("")) {
+        Some(text) => text,
+        None if tool_calls.is_some() => &NULL,
+        None => &EMPTY,
+    };
+    let body = CompletionOut {
+        id: completion_id(turn),
+        object: "chat.completion",
+        created: turn.created,
+        model: &turn.model,
+        choices: [ChoiceOut {
+            index: 0,
+            message: MessageOut { role: "assistant", content, tool_calls },
+            logprobs: None,
+            finish_reason,
+        }],
+        usage: terminal.data.get("usage").unwrap_or(&NO_USAGE),
+    };
     let mut response = axum::Json(body).into_response();
     ids_headers(&mut response, &turn.run);
     timing(&mut response, turn.started.elapsed(), upstream_ms(&terminal.data));
