@@ -31,8 +31,13 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-/// Pragmas applied to every connection, reader or writer.
-const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+/// Pragmas applied to every connection, reader or writer. `page_size` takes effect only on a
+/// new, empty file (before WAL mode is set); an existing database keeps its page size. 2 KiB
+/// pages halve the bytes every commit checksums, copies and writes to the WAL (a commit
+/// rewrites each page it touches, whole) for hearth's small rows; measured in
+/// docs/PERFORMANCE.md. LiteFS and Litestream handle any page size.
+const PRAGMAS: &str = "PRAGMA page_size = 2048;
+PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
@@ -614,6 +619,37 @@ mod tests {
             .unwrap();
         assert_eq!((mode.as_str(), fk, sync), ("wal", 1, 1));
         assert!(timeout >= 5000);
+        let page: i64 = db.read(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(page, 2048, "a new database gets 2 KiB pages");
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_keeps_its_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)",
+            )
+            .unwrap();
+            old.execute("INSERT INTO t VALUES (7)", []).unwrap();
+        }
+        let db = Db::open(&path, 2).unwrap();
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (8)", []).map(|_| ())?)).await.unwrap();
+        let (page, sum): (i64, i64) = db
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA page_size", [], |r| r.get(0))?,
+                    c.query_row("SELECT sum(x) FROM t", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((page, sum), (4096, 15));
+        let ok: String =
+            db.read(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(ok, "ok");
     }
 }
 

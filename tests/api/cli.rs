@@ -38,6 +38,9 @@ fn migrate_is_idempotent() {
     let second = ok(&db, &["migrate"]);
     assert!(second.contains("nothing to do"), "{second}");
     assert!(!second.contains("applied "), "{second}");
+    let page: i64 =
+        rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page, 2048, "a database hearth creates has 2 KiB pages");
 }
 
 #[test]
