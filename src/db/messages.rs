@@ -89,14 +89,10 @@ pub fn list_messages(conn: &Connection, session: &SessionId) -> Result<Vec<Messa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::migrate;
 
     #[test]
     fn messages_append_in_order_across_statements_and_turns() {
-        let conn = Connection::open_in_memory().unwrap();
-        migrate::migrate_to(&conn, None).unwrap();
-        // The conversation on its own: no session or run rows to point at.
-        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let conn = crate::db::bare_schema();
         let (session, run) = (SessionId::new(), RunId::new());
         let said = |n: usize| {
             Message::text(if n.is_multiple_of(2) { Role::User } else { Role::Assistant }, format!("m{n}"))

@@ -211,13 +211,7 @@ impl Db {
             });
             (deliver, ok)
         });
-        self.writer
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Queued { read: false, job });
-        self.writer.lead();
-        rx.await.map_err(|_| DbError::WriterGone)?
+        self.submit(Queued { read: false, job }, rx).await
     }
 
     /// Runs `f` on the writer's connection, at the start of the next batch (before its writes,
@@ -245,14 +239,30 @@ impl Db {
             });
             (deliver, true)
         });
-        self.writer
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Queued { read: true, job });
+        self.submit(Queued { read: true, job }, rx).await
+    }
+
+    /// Queues a job for the writer, leads the batch when the writer is free, and waits for the
+    /// job's answer.
+    async fn submit<T>(
+        &self,
+        queued: Queued,
+        rx: oneshot::Receiver<Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(queued);
         self.writer.lead();
         rx.await.map_err(|_| DbError::WriterGone)?
     }
+}
+
+/// An in-memory database at the latest schema with foreign keys off, for tests of one table's
+/// SQL on its own (no parent rows to point at).
+#[cfg(test)]
+pub(crate) fn bare_schema() -> Connection {
+    let conn = Connection::open_in_memory().unwrap();
+    migrate::migrate_to(&conn, None).unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    conn
 }
 
 fn run_in_savepoint<T>(

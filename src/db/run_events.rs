@@ -110,14 +110,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::db::migrate;
 
     #[test]
     fn events_go_in_many_rows_a_statement_and_a_seq_stored_stays_as_it_is() {
-        let conn = Connection::open_in_memory().unwrap();
-        migrate::migrate_to(&conn, None).unwrap();
-        // The log on its own: no run row to point at.
-        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let conn = crate::db::bare_schema();
         let run = RunId::new();
         let event = |seq: i64, text: &str| RunEvent {
             seq,
