@@ -193,25 +193,12 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Ok((conn, Guard::Savepoint)) => run_in_savepoint(conn, f),
-                Ok((conn, Guard::Bare)) => run_caught(conn, f),
-                Err(e) => Err(DbError::Commit(Arc::clone(e))),
-            };
-            let ok = result.is_ok();
-            let deliver: Deliver = Box::new(move |commit_error| {
-                let answer = match (result, commit_error) {
-                    (Ok(_), Some(e)) => Err(DbError::Commit(Arc::clone(e))),
-                    (result, _) => result,
-                };
-                // The caller may have gone away (request cancelled); the write stands.
-                let _ = tx.send(answer);
-            });
-            (deliver, ok)
-        });
-        self.submit(Queued { read: false, job }, rx).await
+        self.submit(false, move |conn| match conn {
+            Ok((conn, Guard::Savepoint)) => run_in_savepoint(conn, f),
+            Ok((conn, Guard::Bare)) => run_caught(conn, f),
+            Err(e) => Err(DbError::Commit(Arc::clone(e))),
+        })
+        .await
     }
 
     /// Runs `f` on the writer's connection, at the start of the next batch (before its writes,
@@ -228,28 +215,36 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Ok((conn, _)) => run_caught(conn, f),
-                Err(e) => Err(DbError::Commit(Arc::clone(e))),
-            };
-            let deliver: Deliver = Box::new(move |_| {
-                let _ = tx.send(result);
-            });
-            (deliver, true)
-        });
-        self.submit(Queued { read: true, job }, rx).await
+        self.submit(true, move |conn| match conn {
+            Ok((conn, _)) => run_caught(conn, f),
+            Err(e) => Err(DbError::Commit(Arc::clone(e))),
+        })
+        .await
     }
 
-    /// Queues a job for the writer, leads the batch when the writer is free, and waits for the
-    /// job's answer.
-    async fn submit<T>(
-        &self,
-        queued: Queued,
-        rx: oneshot::Receiver<Result<T, DbError>>,
-    ) -> Result<T, DbError> {
-        self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(queued);
+    /// Queues `run` for the writer (a read or a write), leads the batch when the writer is
+    /// free, and waits for the answer: a write's once its batch is committed (a commit failure
+    /// fails it), a read's at once.
+    async fn submit<T, R>(&self, read: bool, run: R) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        R: FnOnce(Result<(&Connection, Guard), &Arc<rusqlite::Error>>) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = run(conn);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit_error| {
+                let answer = match (result, commit_error) {
+                    (Ok(_), Some(e)) => Err(DbError::Commit(Arc::clone(e))),
+                    (result, _) => result,
+                };
+                // The caller may have gone away (request cancelled); a write stands.
+                let _ = tx.send(answer);
+            });
+            (deliver, ok)
+        });
+        self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(Queued { read, job });
         self.writer.lead();
         rx.await.map_err(|_| DbError::WriterGone)?
     }
