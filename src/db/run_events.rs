@@ -1,5 +1,7 @@
 //! SQL for `run_events`: a run's durable, replayable event log, numbered from 1.
 
+use std::borrow::Borrow;
+
 use rusqlite::{Connection, params};
 
 use super::{DbError, JsonText, ROWS_PER_INSERT, RowsInsert};
@@ -14,23 +16,21 @@ static INSERT: RowsInsert = RowsInsert::new(
     4,
 );
 
-/// Appends events; a seq already stored is left as it is (appends are idempotent on seq).
+/// Appends events (owned, or borrowed from more than one place), in as few statements as
+/// [`ROWS_PER_INSERT`] allows; a seq already stored is left as it is (appends are idempotent on
+/// seq).
 ///
 /// # Errors
 /// On a database failure.
-pub fn insert_events(conn: &Connection, run: &RunId, events: &[RunEvent]) -> Result<(), DbError> {
-    insert_event_refs(conn, run, &events.iter().collect::<Vec<_>>())
-}
-
-/// [`insert_events`] for events held in more than one place (one statement for all).
-///
-/// # Errors
-/// On a database failure.
-pub fn insert_event_refs(conn: &Connection, run: &RunId, events: &[&RunEvent]) -> Result<(), DbError> {
+pub fn insert_events<E: Borrow<RunEvent>>(
+    conn: &Connection,
+    run: &RunId,
+    events: &[E],
+) -> Result<(), DbError> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut stmt = conn.prepare_cached(INSERT.sql(chunk.len()))?;
         stmt.raw_bind_parameter(1, run)?;
-        for (i, e) in chunk.iter().enumerate() {
+        for (i, e) in chunk.iter().map(Borrow::borrow).enumerate() {
             stmt.raw_bind_parameter(INSERT.param(i, 0), e.seq)?;
             stmt.raw_bind_parameter(INSERT.param(i, 1), e.kind.as_str())?;
             stmt.raw_bind_parameter(INSERT.param(i, 2), JsonText(&e.data))?;
@@ -135,7 +135,7 @@ mod tests {
             assert_eq!(e, &event(seq, text), "event {seq}");
         }
         assert_eq!(last_seq(&conn, &run).unwrap(), 22);
-        insert_events(&conn, &run, &[]).unwrap();
+        insert_events::<RunEvent>(&conn, &run, &[]).unwrap();
         assert_eq!(last_seq(&conn, &run).unwrap(), 22, "nothing to append is no statement");
     }
 }

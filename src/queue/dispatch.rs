@@ -42,9 +42,10 @@ pub struct NewRun {
     /// The turn's input, as JSON text (`runs::RunInput`).
     pub input: String,
     /// Nobody learns of the run before its outcome: the caller answers only once it has ended
-    /// (a chat turn answered whole, on the request that executes it) and no tool can keep it
-    /// running past one model call. With a new session and the in-process worker taking it,
-    /// such a run is stored once, whole, when it ends ([`super::Queue::dispatch`]).
+    /// (a chat turn answered whole, on the request that executes it), and it is offered no
+    /// server-side tool (a run that calls tools shows its progress as it goes). With a new
+    /// session and the in-process worker taking it, such a run is stored once, whole, when it
+    /// ends ([`super::Queue::dispatch`]).
     pub answer_at_end: bool,
 }
 
@@ -212,7 +213,7 @@ pub(super) fn store_whole(
     run.finished_at = Some(end.at);
     run.lease_expires_at = None;
     runs::insert_run(conn, &run)?;
-    run_events::insert_event_refs(conn, &run.id, &events.iter().chain(later).collect::<Vec<_>>())?;
+    run_events::insert_events(conn, &run.id, &events.iter().chain(later).collect::<Vec<_>>())?;
     Ok(run)
 }
 

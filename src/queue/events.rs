@@ -361,6 +361,53 @@ mod tests {
         assert_eq!(merged[1].0, EventType::Usage);
     }
 
+    /// A run not stored until it ends has no row its events could point at: its sink keeps
+    /// every event, a tool's included, where a whole-answer sink starts writing at a tool.
+    #[tokio::test]
+    async fn a_hold_all_sink_writes_nothing_even_when_a_tool_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.db"), 2).unwrap();
+        db.write(|c| {
+            Ok(c.execute_batch(
+                "CREATE TABLE run_events (run_id TEXT, seq INTEGER, type TEXT, data TEXT, created_at INTEGER,
+                                          PRIMARY KEY (run_id, seq))",
+            )?)
+        })
+        .await
+        .unwrap();
+        let stored = |db: &Db| {
+            let db = db.clone();
+            async move {
+                db.read(|c| Ok(c.query_row("SELECT count(*) FROM run_events", [], |r| r.get::<_, i64>(0))?))
+                    .await
+                    .unwrap()
+            }
+        };
+        let hub = Arc::new(EventHub::default());
+        let turn = [
+            (EventType::TextDelta, json!({"text": "let me look"})),
+            (EventType::ToolStarted, json!({"id": "c1", "name": "nope", "arguments": "{}"})),
+            (EventType::ToolFinished, json!({"id": "c1", "error": "not offered"})),
+        ];
+        let held = EventSink::start(db.clone(), Arc::clone(&hub), RunId::new(), 3, SinkMode::HoldAll);
+        for (kind, data) in turn.clone() {
+            held.emit(kind, data);
+        }
+        let (next, tail) = held.finish(3).await;
+        assert_eq!((next, tail.len(), stored(&db).await), (3, 3, 0), "all held for the terminal transaction");
+
+        let writing = EventSink::start(db.clone(), hub, RunId::new(), 3, SinkMode::HoldUntilTool);
+        for (kind, data) in turn {
+            writing.emit(kind, data);
+        }
+        let (next, tail) = writing.finish(3).await;
+        assert_eq!(
+            (next, tail.len(), stored(&db).await),
+            (6, 0, 3),
+            "a whole-answer sink writes from the tool on"
+        );
+    }
+
     #[test]
     fn the_last_subscription_removes_the_entry() {
         let hub = Arc::new(EventHub::default());

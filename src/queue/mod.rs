@@ -376,7 +376,7 @@ impl Queue {
                 };
                 if let Some(deferred) = deferred {
                     let event = RunEvent {
-                        seq: i64::try_from(deferred.events.len()).unwrap_or(i64::MAX - 1) + 1,
+                        seq: deferred.events.last().map_or(0, |e| e.seq) + 1,
                         kind: EventType::Cancelled,
                         data: json!({"error": error}),
                         created_at: now,
