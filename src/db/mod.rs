@@ -115,6 +115,8 @@ struct Writer {
     queue: Mutex<VecDeque<Queued>>,
     /// Batches committed so far (the checkpoint loop skips a pass when it has not moved).
     commits: AtomicU64,
+    /// Write jobs those batches carried (per commit: how many writers shared it).
+    writes: AtomicU64,
 }
 
 /// Handle to the store; cheap to clone.
@@ -158,6 +160,7 @@ impl Db {
             conn: Mutex::new(writer_conn),
             queue: Mutex::new(VecDeque::new()),
             commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         });
         Ok(Self { pool, writer, path: Arc::new(path.to_path_buf()) })
     }
@@ -311,8 +314,10 @@ impl Writer {
             if batch.is_empty() {
                 return;
             }
-            if run_batch(&conn, batch) {
+            let writes = run_batch(&conn, batch);
+            if writes > 0 {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                self.writes.fetch_add(writes as u64, Ordering::Relaxed);
             }
             drop(conn);
             if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
@@ -330,26 +335,34 @@ impl Db {
         self.writer.commits.load(Ordering::Relaxed)
     }
 
+    /// How many write jobs those commits carried: with [`Db::commits`], how many writers share
+    /// a commit (one when writes come one at a time).
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.writer.writes.load(Ordering::Relaxed)
+    }
+
     /// Copies committed WAL frames back into the database file (`PASSIVE`: never waits on
     /// readers, and leaves frames Litestream has not read yet to a later pass), in two steps:
     /// the bulk from a reader connection while writes go on, then the few frames committed
-    /// meanwhile on the writer's connection between two batches. With no commit landing during
-    /// that second pass the whole log is usually backfilled, so the next write transaction
-    /// starts the WAL over from its beginning. (A checkpoint from another connection alone never
-    /// catches up with the last commit under steady writes, and the WAL grew without bound:
-    /// 1.2 GB in a ten-minute benchmark.) Runs on the blocking pool; `serve` calls it every 250 ms
-    /// while writes come. Returns `(log frames, frames backfilled)` after the last pass.
+    /// meanwhile on the writer's connection between two batches (when `catch_up`: writes wait
+    /// for it, `fsync`s included). With no commit landing during that second pass the whole log
+    /// is usually backfilled, so the next write transaction starts the WAL over from its
+    /// beginning. (A checkpoint from another connection alone never catches up with the last
+    /// commit under steady writes, and the WAL grew without bound: 1.2 GB in a ten-minute
+    /// benchmark.) Runs on the blocking pool; `serve` decides when, and whether to catch up.
+    /// Returns `(log frames, frames backfilled)` after the last pass.
     ///
     /// # Errors
     /// On a pool or SQLite failure.
-    pub async fn checkpoint(&self) -> Result<(i64, i64), DbError> {
+    pub async fn checkpoint(&self, catch_up: bool) -> Result<(i64, i64), DbError> {
         let (writer, pool) = (Arc::clone(&self.writer), self.pool.clone());
         tokio::task::spawn_blocking(move || {
             let pass = |conn: &Connection| {
                 conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get(2)?)))
             };
             let (frames, backfilled) = pass(&*pool.get()?)?;
-            if frames <= 0 {
+            if frames <= 0 || !catch_up {
                 return Ok((frames, backfilled));
             }
             let conn = writer.conn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -369,8 +382,8 @@ impl Db {
 /// savepoint); a batch of reads alone runs in one read transaction (one read lock taken and
 /// released for them all, not one per statement). The first write runs bare (see [`Guard`]):
 /// when it fails, its transaction is rolled back and the next write starts a new one, again
-/// bare. Returns whether a write transaction ran.
-fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
+/// bare. Returns how many writes ran (none: no write transaction).
+fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
     let (reads, writes): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| q.read);
     let run_reads = |reads: Vec<Queued>| {
         for read in reads {
@@ -384,7 +397,7 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
         if began {
             let _ = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
         }
-        return false;
+        return 0;
     }
     let begin = || {
         let begun = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ());
@@ -421,10 +434,11 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> bool {
         tracing::error!(error = %e, jobs = delivers.len(), "database commit failed");
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let writes = delivers.len();
     for deliver in delivers {
         deliver(outcome.as_ref().err());
     }
-    true
+    writes
 }
 
 /// Rows one multi-row `INSERT` carries at most. A turn's events (or messages) go in one
@@ -871,7 +885,7 @@ mod wal_tests {
         };
         let (mut largest, mut passes) = (0, 0);
         while !writer.is_finished() {
-            let (frames, _) = db.checkpoint().await.unwrap();
+            let (frames, _) = db.checkpoint(true).await.unwrap();
             (largest, passes) = (largest.max(frames), passes + 1);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
