@@ -249,7 +249,8 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub upstream_connect_timeout_s: u64,
 
-    /// Longest wait for the next byte from an upstream provider; exceeded → 504.
+    /// Longest wait for the next byte from an upstream provider (for the response headers:
+    /// from the call, connecting included); exceeded → 504.
     #[arg(long, env = "HEARTH_UPSTREAM_TIMEOUT_S", value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub upstream_timeout_s: u64,

@@ -1,38 +1,79 @@
 //! The HTTP side of providers: one pooled client with connect and read timeouts, and the
 //! mapping of transport failures and error statuses to [`ModelError`].
+//!
+//! The client is hyper's pooled client (`hyper-util`) over rustls with the platform's trust
+//! store, used directly: reqwest's layers on top of it (redirects, retries, proxies, its own
+//! request and response types) cost ~6 % of a chat turn's instructions and did nothing here —
+//! hearth never follows a redirect and retries at its own level (`llm::route`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::Value;
 
 use super::ModelError;
 
+/// The most a whole (non-streamed) answer or an error body may hold; a bigger one is refused
+/// rather than buffered.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+/// The most of an error body read for its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The shared upstream client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 when the
+/// provider offers it over TLS), a connect timeout, and a read timeout applied to the response
+/// headers (counted from the call) and to every later read of the body. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+    read_timeout: Duration,
+}
+
 /// Builds the shared upstream client.
 ///
 /// # Errors
-/// When the TLS stack cannot be initialised.
-pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .read_timeout(read_timeout)
+/// When the TLS stack cannot be initialised (the platform's trust store).
+pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<Client, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(BuilderVerifierExt::with_platform_verifier)
+        .map_err(|e| format!("cannot set up TLS for upstream calls: {e}"))?
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        // Provider APIs answer where they are asked; following redirects would only cost.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))
+        .build(https);
+    Ok(Client { inner, read_timeout })
 }
 
-/// One upstream endpoint: `{base}/{path}`, parsed once (parsing it on every call cost ~1 % of
-/// a turn's instructions), and the headers every call carries (credentials).
+/// One upstream endpoint: `{base}/{path}`, parsed once, and the headers every call carries
+/// (credentials, content type, user agent).
 #[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
+    client: Client,
     base_url: String,
-    url: reqwest::Url,
+    uri: Uri,
     headers: HeaderMap,
 }
 
@@ -40,65 +81,127 @@ impl Upstream {
     /// The endpoint `{base_url}/{path}` whose calls carry `headers`.
     ///
     /// # Errors
-    /// When the URL does not parse, or a header value is not valid in HTTP (names the header,
-    /// never the value).
+    /// When the URL does not parse (or is not http or https), or a header value is not valid
+    /// in HTTP (names the header, never the value).
     pub fn new(
-        client: reqwest::Client,
+        client: Client,
         base_url: &str,
         path: &str,
         headers: &[(&'static str, String)],
     ) -> Result<Self, String> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&format!("{base_url}/{path}"))
-            .map_err(|e| format!("{base_url}/{path} is not a valid URL: {e}"))?;
+        let full = format!("{base_url}/{path}");
+        let uri: Uri = full.parse().map_err(|e| format!("{full} is not a valid URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("{full} is not a valid URL: an http:// or https:// URL is needed"));
+        }
         let mut map = HeaderMap::new();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        map.insert(USER_AGENT, HeaderValue::from_static(concat!("hearth/", env!("CARGO_PKG_VERSION"))));
         for (name, value) in headers {
             let mut value = HeaderValue::from_str(value)
                 .map_err(|_| format!("the value for header {name} is not valid"))?;
             value.set_sensitive(true);
             map.insert(HeaderName::from_static(name), value);
         }
-        Ok(Self { client, base_url, url, headers: map })
+        Ok(Self { client, base_url, uri, headers: map })
     }
 
-    /// POSTs JSON to the endpoint.
+    /// POSTs JSON to the endpoint and waits for the response headers: at most the read
+    /// timeout from the call, connecting included (itself bounded by the connect timeout).
     ///
     /// # Errors
-    /// Connect failures and timeouts before the response headers.
+    /// Connect failures, and timeouts before the response headers.
     pub async fn post(
         &self,
         body: &(impl serde::Serialize + Sync),
         extra: &[(&'static str, &'static str)],
-    ) -> Result<reqwest::Response, ModelError> {
-        let mut request = self.client.post(self.url.clone()).headers(self.headers.clone()).json(body);
+    ) -> Result<Response<Incoming>, ModelError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ModelError::Protocol(format!("cannot encode the request: {e}")))?;
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
         for (name, value) in extra {
-            request = request.header(*name, *value);
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
         }
-        request.send().await.map_err(|e| self.body_error(&e))
+        match tokio::time::timeout(self.client.read_timeout, self.client.inner.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
+            Err(_) => Err(self.timeout()),
+        }
     }
 
-    /// Maps a transport error.
-    #[must_use]
-    pub fn body_error(&self, error: &reqwest::Error) -> ModelError {
-        // Never include the URL's query or headers; the base URL is configuration, not secret.
-        if error.is_timeout() {
-            ModelError::Timeout(format!("no data from {} in time", self.base_url))
-        } else if error.is_connect() {
-            ModelError::Connect(format!("{}: {}", self.base_url, root_cause(error)))
-        } else if error.is_decode() {
-            ModelError::Protocol(format!("the response from {} is not valid JSON", self.base_url))
+    /// The next piece of a response body (`None` at its end), waiting at most the read timeout.
+    ///
+    /// # Errors
+    /// A timeout, or the connection failing mid-body.
+    pub async fn next_chunk(&self, body: &mut Incoming) -> Result<Option<Bytes>, ModelError> {
+        loop {
+            match tokio::time::timeout(self.client.read_timeout, body.frame()).await {
+                Err(_) => return Err(self.timeout()),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(self.transport_error(&e)),
+                Ok(Some(Ok(frame))) => {
+                    // Trailers carry nothing hearth reads.
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole response body, up to `limit` bytes.
+    ///
+    /// # Errors
+    /// As [`Upstream::next_chunk`], and a body over `limit`.
+    pub async fn read_body(&self, body: &mut Incoming, limit: usize) -> Result<Vec<u8>, ModelError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk(body).await? {
+            if out.len() + chunk.len() > limit {
+                return Err(ModelError::Protocol(format!(
+                    "the response from {} is over {limit} bytes",
+                    self.base_url
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    fn timeout(&self) -> ModelError {
+        ModelError::Timeout(format!("no data from {} in time", self.base_url))
+    }
+
+    /// Maps a transport error. Never includes the URL's query or headers; the base URL is
+    /// configuration, not secret.
+    fn transport_error(&self, error: &(dyn std::error::Error + 'static)) -> ModelError {
+        let mut timed_out = false;
+        let mut connect = false;
+        let mut source: &(dyn std::error::Error + 'static) = error;
+        loop {
+            if let Some(e) = source.downcast_ref::<hyper_util::client::legacy::Error>() {
+                connect |= e.is_connect();
+            }
+            if let Some(e) = source.downcast_ref::<std::io::Error>() {
+                timed_out |= e.kind() == std::io::ErrorKind::TimedOut;
+            }
+            match source.source() {
+                Some(next) => source = next,
+                None => break,
+            }
+        }
+        if timed_out {
+            self.timeout()
+        } else if connect {
+            ModelError::Connect(format!("{}: {source}", self.base_url))
         } else {
-            ModelError::Protocol(format!("{}: {}", self.base_url, root_cause(error)))
+            ModelError::Protocol(format!("{}: {source}", self.base_url))
         }
     }
-}
-
-fn root_cause(error: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = error;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }
 
 /// What a provider's answer is, once its status was 2xx.
@@ -123,19 +226,16 @@ pub async fn call(
     end: &str,
     mut on_frame: impl FnMut(&str) -> Result<bool, ModelError>,
 ) -> Result<Answer, ModelError> {
-    use futures::StreamExt;
     let response = upstream.post(body, extra).await?;
     if !response.status().is_success() {
-        return Err(status_error(response).await);
+        return Err(status_error(upstream, response).await);
     }
+    let mut body = response.into_body();
     if !stream {
-        let body = response.bytes().await.map_err(|e| upstream.body_error(&e))?;
-        return Ok(Answer::Body(body.to_vec()));
+        return Ok(Answer::Body(upstream.read_body(&mut body, MAX_BODY).await?));
     }
     let mut decoder = super::sse::Decoder::default();
-    let mut bytes = response.bytes_stream();
-    while let Some(chunk) = bytes.next().await {
-        let chunk = chunk.map_err(|e| upstream.body_error(&e))?;
+    while let Some(chunk) = upstream.next_chunk(&mut body).await? {
         for frame in decoder.feed(&chunk).map_err(ModelError::Protocol)? {
             if on_frame(&frame.data)? {
                 return Ok(Answer::Streamed);
@@ -167,17 +267,26 @@ pub fn whole_answer<T: serde::de::DeserializeOwned>(
     Ok(output)
 }
 
-/// Turns an error response into [`ModelError::Status`], with the provider's message.
-pub async fn status_error(response: reqwest::Response) -> ModelError {
+/// Turns an error response into [`ModelError::Status`], with the provider's message (the
+/// first 64 KiB of its body are read for it).
+pub async fn status_error(upstream: &Upstream, response: Response<Incoming>) -> ModelError {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
-        .get(reqwest::header::RETRY_AFTER)
+        .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(60.0)));
-    let text = response.text().await.unwrap_or_default();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_ERROR_BODY {
+        match upstream.next_chunk(&mut body).await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
@@ -186,21 +295,101 @@ pub async fn status_error(response: reqwest::Response) -> ModelError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) fn quick_client() -> Client {
+        client(Duration::from_secs(1), Duration::from_millis(300)).unwrap()
+    }
 
     #[test]
     fn the_endpoint_is_the_base_url_and_the_path_parsed_once() {
         let upstream =
-            Upstream::new(reqwest::Client::new(), "http://upstream.test/v1/", "chat/completions", &[])
-                .unwrap();
-        assert_eq!(upstream.url.as_str(), "http://upstream.test/v1/chat/completions");
+            Upstream::new(quick_client(), "http://upstream.test/v1/", "chat/completions", &[]).unwrap();
+        assert_eq!(upstream.uri.to_string(), "http://upstream.test/v1/chat/completions");
     }
 
     #[test]
     fn a_url_that_does_not_parse_is_refused_when_the_endpoint_is_built() {
-        let error =
-            Upstream::new(reqwest::Client::new(), "not a url", "chat/completions", &[]).err().unwrap();
+        let error = Upstream::new(quick_client(), "not a url", "chat/completions", &[]).err().unwrap();
         assert!(error.contains("not a url/chat/completions is not a valid URL"), "{error}");
+        let error = Upstream::new(quick_client(), "ftp://files.test", "chat/completions", &[]).err().unwrap();
+        assert!(error.contains("an http:// or https:// URL is needed"), "{error}");
+    }
+
+    /// A one-connection server on a free local port that answers with `answer` after `delay`.
+    #[expect(clippy::disallowed_methods, reason = "a test's server, dropped with its runtime")]
+    async fn serve_once(answer: &'static [u8], delay: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            tokio::time::sleep(delay).await;
+            let _ = socket.write_all(answer).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_its_error_status_and_a_silent_upstream_map_to_their_errors() {
+        let ok =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\": true}", Duration::ZERO).await;
+        let upstream = Upstream::new(quick_client(), &ok, "x", &[]).unwrap();
+        match call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.unwrap() {
+            Answer::Body(body) => assert_eq!(body, b"{\"a\": true}"),
+            Answer::Streamed => panic!("a whole answer"),
+        }
+
+        let limited = serve_once(
+            b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 30\r\n\r\n{\"error\":{\"message\":\"slow\"}}",
+            Duration::ZERO,
+        )
+        .await;
+        let upstream = Upstream::new(quick_client(), &limited, "x", &[]).unwrap();
+        let error =
+            call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.err().unwrap();
+        match error {
+            ModelError::Status { status, message, retry_after } => {
+                assert_eq!(
+                    (status, message.as_str(), retry_after),
+                    (429, "slow", Some(Duration::from_secs(2)))
+                );
+            }
+            other => panic!("a status error, not {other:?}"),
+        }
+
+        let silent = serve_once(b"", Duration::from_secs(5)).await;
+        let upstream = Upstream::new(quick_client(), &silent, "x", &[]).unwrap();
+        let error =
+            call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.err().unwrap();
+        assert!(matches!(error, ModelError::Timeout(_)), "{error:?}");
+
+        let stalls =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\"", Duration::ZERO).await;
+        let upstream = Upstream::new(quick_client(), &stalls, "x", &[]).unwrap();
+        let error =
+            call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.err().unwrap();
+        assert!(matches!(error, ModelError::Timeout(_)), "a body that stops is a timeout: {error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error_that_names_the_base_url_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let upstream =
+            Upstream::new(quick_client(), &base, "x?secret=1", &[("authorization", "Bearer sk".into())])
+                .unwrap();
+        let error =
+            call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.err().unwrap();
+        let ModelError::Connect(message) = &error else { panic!("a connect error, not {error:?}") };
+        assert!(
+            message.starts_with(&base) && !message.contains("secret") && !message.contains("sk"),
+            "{message}"
+        );
     }
 }

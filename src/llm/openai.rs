@@ -376,7 +376,9 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<ModelOutput, ModelError> {
-        let upstream = Upstream::new(reqwest::Client::new(), "http://upstream.test/v1", PATH, &[]).unwrap();
+        let upstream =
+            Upstream::new(super::super::http::tests::quick_client(), "http://upstream.test/v1", PATH, &[])
+                .unwrap();
         let seen = std::sync::Mutex::new(String::new());
         let deltas = |text: &str| seen.lock().unwrap().push_str(text);
         let out = super::super::http::whole_answer(&upstream, body.as_bytes(), parse_complete, &deltas);

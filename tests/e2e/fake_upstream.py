@@ -1202,9 +1202,9 @@ def _dechunk(buf: bytearray, pos: int):
 # --------------------------------------------------------------------------------------------
 
 
-async def serve(host: str, port: int, backlog: int) -> None:
+async def serve(host: str, port: int, backlog: int, tls: "ssl.SSLContext | None" = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Conn, host, port, backlog=backlog, reuse_address=True)
+    server = await loop.create_server(Conn, host, port, backlog=backlog, reuse_address=True, ssl=tls)
     actual = server.sockets[0].getsockname()[1]
     sys.stdout.write("LISTENING %d\n" % actual)
     sys.stdout.flush()
@@ -1218,7 +1218,17 @@ def main(argv=None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--backlog", type=int, default=4096)
     ap.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio loop even if uvloop is installed")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (with --tls-key)")
+    ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = ap.parse_args(argv)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            ap.error("--tls-cert and --tls-key go together")
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:  # many concurrent streams need many descriptors: lift the soft limit to the hard one
         import resource
 
@@ -1235,7 +1245,7 @@ def main(argv=None) -> None:
         except ImportError:
             pass
     try:
-        asyncio.run(serve(args.host, args.port, args.backlog))
+        asyncio.run(serve(args.host, args.port, args.backlog, tls))
     except KeyboardInterrupt:
         pass
 
