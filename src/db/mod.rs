@@ -768,6 +768,14 @@ mod statement_tests {
 mod wal_tests {
     use super::*;
 
+    /// A fresh store with one table `t (x INTEGER)`, created by a write of its own.
+    async fn store_with_table(name: &str) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(name), 2).unwrap();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
+        (dir, db)
+    }
+
     #[tokio::test]
     async fn commits_count_write_batches_and_not_reads() {
         let dir = tempfile::tempdir().unwrap();
@@ -788,10 +796,8 @@ mod wal_tests {
     #[tokio::test(flavor = "current_thread")]
     #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
     async fn writes_ready_on_one_thread_at_once_share_one_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("g.db"), 2).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
-        let start = db.commits();
+        let (_dir, db) = store_with_table("g.db").await;
+        let (start, writes) = (db.commits(), db.writes());
         let tasks: Vec<_> = (0..10i64)
             .map(|x| {
                 let db = db.clone();
@@ -804,6 +810,7 @@ mod wal_tests {
             task.await.unwrap().unwrap();
         }
         assert_eq!(db.commits(), start + 1, "ten writes ready together, one commit");
+        assert_eq!(db.writes(), writes + 10, "which carried ten writes");
         let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(n, 10);
     }
@@ -811,9 +818,7 @@ mod wal_tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_write_whose_caller_goes_away_while_it_waits_still_commits() {
         use futures::FutureExt;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.db"), 2).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
+        let (_dir, db) = store_with_table("d.db").await;
         let write = db.write(|c| Ok(c.execute("INSERT INTO t VALUES (7)", []).map(|_| ())?));
         // Polled once (queued, yielding to other tasks), then dropped: the request went away.
         assert!(write.now_or_never().is_none(), "the write yields before it leads");
@@ -824,9 +829,7 @@ mod wal_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
     async fn reads_on_the_writer_see_every_acknowledged_write_and_never_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("r.db"), 2).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
+        let (_dir, db) = store_with_table("r.db").await;
         let start = db.commits();
         let mut tasks = Vec::new();
         for i in 0..4 {
