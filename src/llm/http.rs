@@ -6,7 +6,10 @@
 //! request and response types) cost ~6 % of a chat turn's instructions and did nothing here —
 //! hearth never follows a redirect and retries at its own level (`llm::route`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +18,9 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::Value;
 
@@ -26,7 +32,47 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 /// The most of an error body read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<Egress>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the TCP connection of an upstream call: directly, or through the HTTP proxy the
+/// environment names for the destination (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus
+/// `NO_PROXY`, read as curl reads them) with a `CONNECT` tunnel, TLS then running end to end
+/// inside it. Only `http://` proxies; any other scheme fails the call with a message naming it.
+#[derive(Clone)]
+pub struct Egress {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl tower::Service<Uri> for Egress {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.direct.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        use tower::ServiceExt;
+        let Some(proxy) = self.proxies.intercept(&dst) else {
+            let connecting = self.direct.call(dst);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        };
+        if proxy.uri().scheme_str() != Some("http") {
+            let scheme = proxy.uri().scheme_str().unwrap_or("none").to_owned();
+            return Box::pin(async move {
+                Err(format!("the proxy's scheme {scheme} is not supported (an http:// proxy is)").into())
+            });
+        }
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+        if let Some(auth) = proxy.basic_auth() {
+            tunnel = tunnel.with_auth(auth.clone());
+        }
+        Box::pin(async move { tunnel.oneshot(dst).await.map_err(Into::into) })
+    }
+}
 
 /// The shared upstream client: pooled keep-alive connections (HTTP/1.1, or HTTP/2 when the
 /// provider offers it over TLS), a connect timeout, and a read timeout applied to the response
@@ -37,11 +83,23 @@ pub struct Client {
     read_timeout: Duration,
 }
 
-/// Builds the shared upstream client.
+/// Builds the shared upstream client, with the proxies the environment names.
 ///
 /// # Errors
 /// When the TLS stack cannot be initialised (the platform's trust store).
 pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<Client, String> {
+    client_with(connect_timeout, read_timeout, Matcher::from_env())
+}
+
+/// [`client`], with the proxies `proxies` names.
+///
+/// # Errors
+/// As [`client`].
+pub fn client_with(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    proxies: Matcher,
+) -> Result<Client, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -53,12 +111,13 @@ pub fn client(connect_timeout: Duration, read_timeout: Duration) -> Result<Clien
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
+    let egress = Egress { direct: http, proxies: Arc::new(proxies) };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(egress);
     let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
@@ -299,7 +358,54 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn quick_client() -> Client {
-        client(Duration::from_secs(1), Duration::from_millis(300)).unwrap()
+        client_with(Duration::from_secs(1), Duration::from_millis(300), Matcher::builder().build()).unwrap()
+    }
+
+    /// A one-tunnel HTTP `CONNECT` proxy on a free local port: returns its URL and the request
+    /// line it received.
+    #[expect(clippy::disallowed_methods, reason = "a test's proxy, dropped with its runtime")]
+    async fn connect_proxy() -> (String, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (seen, saw) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                client.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let target = head.split_whitespace().nth(1).unwrap().to_owned();
+            let _ = seen.send(head.lines().next().unwrap().to_owned());
+            let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+        (url, saw)
+    }
+
+    #[tokio::test]
+    async fn a_call_goes_through_the_proxy_named_for_its_destination_in_a_connect_tunnel() {
+        let ok = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", Duration::ZERO).await;
+        let (proxy, saw) = connect_proxy().await;
+        let proxies = Matcher::builder().http(proxy.as_str()).build();
+        let client = client_with(Duration::from_secs(1), Duration::from_secs(2), proxies).unwrap();
+        let upstream = Upstream::new(client, &ok, "x", &[]).unwrap();
+        let answer = call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.unwrap();
+        assert!(matches!(answer, Answer::Body(ref b) if b == b"{}"));
+        let authority = ok.trim_start_matches("http://");
+        let line = tokio::time::timeout(Duration::from_secs(5), saw).await;
+        assert_eq!(line.expect("the proxy was used").unwrap(), format!("CONNECT {authority} HTTP/1.1"));
+
+        let socks = Matcher::builder().http("socks5://127.0.0.1:9").build();
+        let client = client_with(Duration::from_secs(1), Duration::from_secs(2), socks).unwrap();
+        let upstream = Upstream::new(client, &ok, "x", &[]).unwrap();
+        let error =
+            call(&upstream, &serde_json::json!({}), &[], false, "end", |_| Ok(true)).await.err().unwrap();
+        assert!(format!("{error}").contains("scheme socks5 is not supported"), "{error}");
     }
 
     #[test]
