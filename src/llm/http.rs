@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -111,6 +111,13 @@ pub fn client_with(
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
+    // A dead peer on a pooled or long-streaming connection is noticed in under a minute
+    // (reqwest's defaults, kept).
+    http.set_keepalive(Some(Duration::from_secs(15)));
+    http.set_keepalive_interval(Some(Duration::from_secs(15)));
+    http.set_keepalive_retries(Some(3));
+    #[cfg(target_os = "linux")]
+    http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
     let egress = Egress { direct: http, proxies: Arc::new(proxies) };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -156,6 +163,7 @@ impl Upstream {
         }
         let mut map = HeaderMap::new();
         map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        map.insert(ACCEPT, HeaderValue::from_static("*/*"));
         map.insert(USER_AGENT, HeaderValue::from_static(concat!("hearth/", env!("CARGO_PKG_VERSION"))));
         for (name, value) in headers {
             let mut value = HeaderValue::from_str(value)
