@@ -2,9 +2,10 @@
 //! mapping of transport failures and error statuses to [`ModelError`].
 //!
 //! The client is hyper's pooled client (`hyper-util`) over rustls with the platform's trust
-//! store, used directly: reqwest's layers on top of it (redirects, retries, proxies, its own
-//! request and response types) cost ~6 % of a chat turn's instructions and did nothing here —
-//! hearth never follows a redirect and retries at its own level (`llm::route`).
+//! store, used directly: reqwest's layers on top of it (a redirect policy, a retry layer, its
+//! own request and response types) cost ~6.5 % of a chat turn's instructions and did nothing
+//! here — hearth never follows a redirect and retries at its own level (`llm::route`). What
+//! it did unasked is kept: the environment's proxies ([`Egress`]), TCP keepalive.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,8 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::TokioIo;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::Value;
 
 use super::ModelError;
