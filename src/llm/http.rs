@@ -491,6 +491,16 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_not_buffered() {
+        let big =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\": true}", Duration::ZERO).await;
+        let upstream = Upstream::new(quick_client(), &big, "x", &[]).unwrap();
+        let mut body = upstream.post(&serde_json::json!({}), &[]).await.unwrap().into_body();
+        let error = upstream.read_body(&mut body, 10).await.err().unwrap();
+        assert!(format!("{error}").contains("is over 10 bytes"), "{error}");
+    }
+
+    #[tokio::test]
     async fn a_closed_port_is_a_connect_error_that_names_the_base_url_only() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
