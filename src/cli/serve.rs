@@ -141,8 +141,8 @@ const CATCH_UP_ALONE: u32 = 4;
 /// (see `Db::checkpoint`), which lets the WAL start over but holds every write until its
 /// `fsync`s are done. When writes come one at a time (one write a commit since the last pass),
 /// each such stall delays the one request in flight, so it comes every [`CATCH_UP_ALONE`]th
-/// pass: at one client, 1 % of requests met one, which set the p99 (1.65–1.96 ms; 1.32–1.48
-/// with every fourth pass). When writers share commits, a stall meets many requests whatever
+/// pass: at one client, 1 % of requests met one, which set the p99 (1.55–1.60 ms; 1.28–1.40
+/// with every fourth pass, in alternating pairs). When writers share commits, a stall meets many requests whatever
 /// its pace and its length sets the tail, which a log restarted at every pass keeps short
 /// (p99 at 32 clients 7.4–7.8 ms against 7.8–9.1 every fourth pass). docs/PERFORMANCE.md.
 fn catch_up_due(passes_without: u32, commits: u64, writes: u64) -> bool {
