@@ -39,9 +39,9 @@ pub struct RunInput {
 
 /// Dispatches run `id` for the caller. When the embedded worker took it at dispatch, the
 /// caller executes it (`worker::execute_here` or `worker::spawn_execution`). The caller picks
-/// the id so it can follow the run's events from before they exist. `answered_at_end`: the
-/// caller answers only when the run has ended (a chat turn answered whole) — such a run, on a
-/// new session and offered no tool, may be stored only then (`NewRun::answer_at_end`).
+/// the id so it can follow the run's events from before they exist. `known_later`: the caller
+/// tells its client of the run only once its first events are committed (a chat turn) — such
+/// a run, on a new session, may be stored only then (`NewRun::known_later`).
 ///
 /// # Errors
 /// 404 for an unknown model or session, 409 for a busy session with `on_busy: reject`.
@@ -52,14 +52,13 @@ pub async fn start_run(
     input: RunInput,
     session: Option<SessionId>,
     on_busy: OnBusy,
-    answered_at_end: bool,
+    known_later: bool,
 ) -> Result<Dispatched, ApiError> {
     let model = state.models().resolve(&input.model).map_err(|message| ApiError::NotFound {
         message: format!("{message}; GET /v1/models lists the models you may use"),
         code: "model_not_found",
     })?;
     let tools = offered_tools(state, model.agent.as_ref());
-    let answer_at_end = answered_at_end && !input.stream && tools.is_empty();
     let max_steps = model.agent.as_ref().and_then(|a| a.max_steps).unwrap_or(state.config().max_steps);
     let mut profile = ResolvedProfile {
         runner: String::new(),
@@ -86,7 +85,7 @@ pub async fn start_run(
         on_busy,
         stamp,
         input: serde_json::to_string(&input).map_err(|_| ApiError::Internal)?,
-        answer_at_end,
+        known_later,
     };
     state.queue().dispatch(new).await.map_err(|e| match e {
         DispatchError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),

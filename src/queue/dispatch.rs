@@ -41,12 +41,11 @@ pub struct NewRun {
     pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
     /// The turn's input, as JSON text (`runs::RunInput`).
     pub input: String,
-    /// Nobody learns of the run before its outcome: the caller answers only once it has ended
-    /// (a chat turn answered whole, on the request that executes it), and it is offered no
-    /// server-side tool (a run that calls tools shows its progress as it goes). With a new
-    /// session and the in-process worker taking it, such a run is stored once, whole, when it
-    /// ends ([`super::Queue::dispatch`]).
-    pub answer_at_end: bool,
+    /// Nobody learns of the run before its first events are committed: the caller tells its
+    /// client of it only then (a chat turn: streamed from its first committed event, or answered
+    /// whole when it ends). With a new session and the in-process worker taking it, such a run
+    /// is stored with its first write of events ([`super::Queue::dispatch`]).
+    pub known_later: bool,
 }
 
 /// The runner and resolved profile stamped on a dispatched run and its session.
@@ -167,7 +166,7 @@ pub(super) fn insert_dispatch(
 
 /// A run taken at dispatch and not stored yet: its rows as they would have been written at
 /// dispatch, written with its outcome when it ends (see [`super::Queue::dispatch`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Deferred {
     /// Its new session, `running`.
     pub session: SessionRow,
@@ -185,6 +184,21 @@ pub(super) fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64)
     let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);
     let (run, events) = draft_run(new, session.id.clone(), runner, profile, Some(taker), now);
     Deferred { session, run, events }
+}
+
+/// Stores a deferred run as dispatch would have: its new session and the run, both `running`,
+/// with its dispatch events. The caller writes the run's first later events beside them.
+///
+/// # Errors
+/// On a database failure.
+pub(super) fn store_drafted(conn: &rusqlite::Connection, deferred: &Deferred) -> Result<(), DbError> {
+    let Deferred { session, run, events } = deferred;
+    if let Some(user) = &run.user_id {
+        users::upsert_user(conn, &run.organization_id, user, run.created_at)?;
+    }
+    sessions::insert_session(conn, session)?;
+    runs::insert_run(conn, run)?;
+    run_events::insert_events(conn, &run.id, events)
 }
 
 /// Stores a deferred run whole, in its final state, with its session (settled: `idle`), its

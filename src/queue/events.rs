@@ -16,6 +16,8 @@ use crate::db::{Db, now_ms, run_events};
 use crate::domain::event::{EventType, RunEvent};
 use crate::ids::RunId;
 
+use super::Drafts;
+
 /// The latest committed batch of a run's events: its last seq, and the events themselves so
 /// live readers that are caught up need not read them back from SQLite.
 #[derive(Debug, Clone, Default)]
@@ -79,9 +81,10 @@ impl Drop for Subscription {
 /// once (time to first token); later events gather for up to [`COALESCE`] or [`COALESCE_BYTES`]
 /// per write. A turn answered whole keeps its events in memory until a tool starts (from then
 /// on they are written as they come, so a long turn shows its progress); a turn that needs no
-/// tool thus writes everything with its terminal event, in one transaction. A run stored only
-/// when it ends keeps every event until then (its row does not exist before). What is still
-/// pending when the turn ends is written with the terminal event.
+/// tool thus writes everything with its terminal event, in one transaction. What is still
+/// pending when the turn ends is written with the terminal event. The first write of a run
+/// not stored yet ([`super::Drafts`]) stores the run with it, and publishes its dispatch
+/// events with its own.
 pub struct EventSink {
     state: Mutex<SinkState>,
     db: Db,
@@ -89,6 +92,7 @@ pub struct EventSink {
     run: RunId,
     next_seq: i64,
     mode: SinkMode,
+    drafts: Option<Drafts>,
 }
 
 /// When an [`EventSink`] starts writing.
@@ -98,8 +102,6 @@ pub enum SinkMode {
     Eager,
     /// Once a tool starts (a turn answered whole: a long turn shows its progress).
     HoldUntilTool,
-    /// Never: everything is written with the terminal event (a run not stored until it ends).
-    HoldAll,
 }
 
 enum SinkState {
@@ -118,10 +120,18 @@ pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 pub const COALESCE_BYTES: usize = 512;
 
 impl EventSink {
-    /// Starts a sink for `run` whose next event gets `next_seq`, writing as `mode` says.
+    /// Starts a sink for `run` whose next event gets `next_seq`, writing as `mode` says; `drafts`
+    /// when the run may not be stored yet (its first write then stores it).
     #[must_use]
-    pub fn start(db: Db, hub: Arc<EventHub>, run: RunId, next_seq: i64, mode: SinkMode) -> Self {
-        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode }
+    pub fn start(
+        db: Db,
+        hub: Arc<EventHub>,
+        run: RunId,
+        next_seq: i64,
+        mode: SinkMode,
+        drafts: Option<Drafts>,
+    ) -> Self {
+        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode, drafts }
     }
 
     /// Stops the sink: returns the seq the next event gets and the events not yet written,
@@ -143,8 +153,7 @@ impl Emit for EventSink {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
             SinkState::Holding(events)
-                if self.mode == SinkMode::HoldAll
-                    || (self.mode == SinkMode::HoldUntilTool && kind != EventType::ToolStarted) =>
+                if self.mode == SinkMode::HoldUntilTool && kind != EventType::ToolStarted =>
             {
                 events.push((kind, data));
             }
@@ -153,10 +162,15 @@ impl Emit for EventSink {
                 for held in events.drain(..).chain(std::iter::once((kind, data))) {
                     let _ = tx.send(held);
                 }
-                let (db, hub, run) = (self.db.clone(), Arc::clone(&self.hub), self.run.clone());
+                let out = Out {
+                    db: self.db.clone(),
+                    hub: Arc::clone(&self.hub),
+                    run: self.run.clone(),
+                    drafts: self.drafts.clone(),
+                };
                 // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
                 #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
-                let flusher = tokio::spawn(flush_loop(db, hub, run, self.next_seq, true, rx));
+                let flusher = tokio::spawn(flush_loop(out, self.next_seq, true, rx));
                 *state = SinkState::Writing { tx, flusher };
             }
             // The receiver lives until `finish`; a send can only fail after it, when nothing is
@@ -190,10 +204,16 @@ async fn gather(
     true
 }
 
-async fn flush_loop(
+/// Where a flusher writes: the run, and the drafts its rows may still wait in.
+struct Out {
     db: Db,
     hub: Arc<EventHub>,
     run: RunId,
+    drafts: Option<Drafts>,
+}
+
+async fn flush_loop(
+    mut out: Out,
     mut next_seq: i64,
     mut eager: bool,
     mut rx: mpsc::UnboundedReceiver<(EventType, Value)>,
@@ -219,14 +239,36 @@ async fn flush_loop(
             .map(|((kind, data), seq)| RunEvent { seq, kind, data, created_at: now })
             .collect();
         let last = next_seq + i64::try_from(events.len()).unwrap_or(0) - 1;
-        let (id, batch) = (run.clone(), Arc::<[RunEvent]>::from(events));
-        let stored = Arc::clone(&batch);
-        match db.write(move |conn| run_events::insert_events(conn, &id, &stored)).await {
+        // A run not stored yet is stored with its first events, and its dispatch events go out
+        // with them (a reader following from the start takes them in order).
+        let drafts = out.drafts.take();
+        let draft = drafts.as_ref().and_then(|d| d.take(&out.run));
+        // Put back if this write fails, so the run's end still stores it whole.
+        let keep = draft.clone().zip(drafts);
+        let stored = Arc::<[RunEvent]>::from(events);
+        let published: Arc<[RunEvent]> = match &draft {
+            Some(d) => d.events.iter().chain(stored.iter()).cloned().collect(),
+            None => Arc::clone(&stored),
+        };
+        let id = out.run.clone();
+        let write = out.db.write(move |conn| {
+            if let Some(draft) = &draft {
+                super::dispatch::store_drafted(conn, draft)?;
+            }
+            run_events::insert_events(conn, &id, &stored)
+        });
+        match write.await {
             Ok(()) => {
                 next_seq = last + 1;
-                hub.publish(&run, batch);
+                out.hub.publish(&out.run, published);
             }
-            Err(e) => tracing::error!(error = %e, run.id = %run, "could not store run events"),
+            Err(e) => {
+                tracing::error!(error = %e, run.id = %out.run, "could not store run events");
+                if let Some((draft, drafts)) = keep {
+                    drafts.insert(draft);
+                    out.drafts = Some(drafts);
+                }
+            }
         }
     }
     (next_seq, Vec::new())
@@ -361,10 +403,9 @@ mod tests {
         assert_eq!(merged[1].0, EventType::Usage);
     }
 
-    /// A run not stored until it ends has no row its events could point at: its sink keeps
-    /// every event, a tool's included, where a whole-answer sink starts writing at a tool.
+    /// A turn answered whole keeps its events until a tool starts, then writes as they come.
     #[tokio::test]
-    async fn a_hold_all_sink_writes_nothing_even_when_a_tool_starts() {
+    async fn a_whole_answer_sink_writes_nothing_until_a_tool_starts() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.db"), 2).unwrap();
         db.write(|c| {
@@ -384,22 +425,17 @@ mod tests {
             }
         };
         let hub = Arc::new(EventHub::default());
-        let turn = [
-            (EventType::TextDelta, json!({"text": "let me look"})),
-            (EventType::ToolStarted, json!({"id": "c1", "name": "nope", "arguments": "{}"})),
-            (EventType::ToolFinished, json!({"id": "c1", "error": "not offered"})),
-        ];
-        let held = EventSink::start(db.clone(), Arc::clone(&hub), RunId::new(), 3, SinkMode::HoldAll);
-        for (kind, data) in turn.clone() {
-            held.emit(kind, data);
-        }
-        let (next, tail) = held.finish(3).await;
-        assert_eq!((next, tail.len(), stored(&db).await), (3, 3, 0), "all held for the terminal transaction");
+        let text_only =
+            EventSink::start(db.clone(), Arc::clone(&hub), RunId::new(), 3, SinkMode::HoldUntilTool, None);
+        text_only.emit(EventType::TextDelta, json!({"text": "hello"}));
+        text_only.emit(EventType::Usage, json!({}));
+        let (next, tail) = text_only.finish(3).await;
+        assert_eq!((next, tail.len(), stored(&db).await), (3, 2, 0), "all held for the terminal transaction");
 
-        let writing = EventSink::start(db.clone(), hub, RunId::new(), 3, SinkMode::HoldUntilTool);
-        for (kind, data) in turn {
-            writing.emit(kind, data);
-        }
+        let writing = EventSink::start(db.clone(), hub, RunId::new(), 3, SinkMode::HoldUntilTool, None);
+        writing.emit(EventType::TextDelta, json!({"text": "let me look"}));
+        writing.emit(EventType::ToolStarted, json!({"id": "c1", "name": "nope", "arguments": "{}"}));
+        writing.emit(EventType::ToolFinished, json!({"id": "c1", "error": "not offered"}));
         let (next, tail) = writing.finish(3).await;
         assert_eq!(
             (next, tail.len(), stored(&db).await),

@@ -93,14 +93,31 @@ pub struct Local {
     pub slots: Arc<Semaphore>,
 }
 
+/// Runs taken at dispatch and not stored yet, by id: each is stored with its first write of
+/// events, or whole when it ends (see [`Queue::dispatch`]). Whoever takes a run's rows stores
+/// them, exactly once.
+#[derive(Clone, Default)]
+pub struct Drafts(Arc<Mutex<HashMap<RunId, dispatch::Deferred>>>);
+
+impl Drafts {
+    fn insert(&self, deferred: dispatch::Deferred) {
+        let id = deferred.run.id.clone();
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, deferred);
+    }
+
+    fn take(&self, run: &RunId) -> Option<dispatch::Deferred> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(run)
+    }
+}
+
 /// The queue service.
 pub struct Queue {
     db: Db,
     hub: Arc<EventHub>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
-    /// Runs taken at dispatch and stored only when they end (see [`Queue::dispatch`]).
-    deferred: Mutex<HashMap<RunId, dispatch::Deferred>>,
+    /// Runs taken at dispatch and not stored yet (see [`Queue::dispatch`]).
+    drafts: Drafts,
     lease: Duration,
     local: OnceLock<Local>,
 }
@@ -114,7 +131,7 @@ impl Queue {
             hub: Arc::new(EventHub::default()),
             wakers: Mutex::default(),
             cancels: Mutex::default(),
-            deferred: Mutex::default(),
+            drafts: Drafts::default(),
             lease,
             local: OnceLock::new(),
         }
@@ -153,15 +170,17 @@ impl Queue {
     /// slot and may take it, else queued with a claimer woken. The run's first events are
     /// published to live readers after the commit.
     ///
-    /// **Stored when it ends.** A run nobody can learn of before its outcome
-    /// ([`NewRun::answer_at_end`]: a chat turn answered whole, on a new session, with no tool)
-    /// that the in-process worker takes is not written at dispatch: its runner is resolved by a
-    /// read on the writer's connection ([`Db::read_on_writer`]: no transaction, a warm cache),
-    /// and the run, its session and every event are written in the one transaction that
-    /// records its outcome — before its caller is answered, so a run answered
-    /// 200 is stored as surely as any other (SPEC §2), at half the commits and WAL pages. Until
-    /// then it is not in the database (a crash mid-turn leaves no trace; its client sees the
-    /// connection fail, never an answer).
+    /// **Stored with its first events.** A run nobody can learn of before its first events are
+    /// committed ([`NewRun::known_later`]: a chat turn on a new session, streamed from its first
+    /// committed event or answered whole at its end) that the in-process worker takes is not
+    /// written at dispatch: its runner is resolved by a read on the writer's connection
+    /// ([`Db::read_on_writer`]: no transaction, a warm cache), the turn starts at once, and the
+    /// run and its session are written in the transaction of its first events — the first
+    /// streamed text, a tool's start, or its outcome. Its caller answers only after that
+    /// commit, so a run answered 200 is stored as surely as any other (SPEC §2), with one
+    /// commit fewer and its upstream call no longer waiting on a commit. Until then it is not in
+    /// the database (a crash before leaves no trace; its client sees the connection fail, never
+    /// an answer).
     ///
     /// # Errors
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
@@ -171,7 +190,7 @@ impl Queue {
             let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
             Some(dispatch::Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
         });
-        if let Some(t) = taker.as_ref().filter(|_| new.answer_at_end && new.session.is_none()) {
+        if let Some(t) = taker.as_ref().filter(|_| new.known_later && new.session.is_none()) {
             // A read on the writer's connection: no transaction, nothing written.
             let (resolve, runner) =
                 (std::mem::replace(&mut new.stamp, Box::new(|_| Stamp::default())), t.runner.clone());
@@ -201,14 +220,14 @@ impl Queue {
         Ok(Dispatched { run, taken })
     }
 
-    /// Hands a run drafted at dispatch to the embedded worker, unstored until it ends.
+    /// Hands a run drafted at dispatch to the embedded worker, unstored until its first events
+    /// are written. Its dispatch events reach live readers with them, once committed.
     fn defer(&self, deferred: dispatch::Deferred, slot: OwnedSemaphorePermit) -> Dispatched {
         let claimed = Claimed { run: deferred.run.clone(), history: Vec::new(), next_seq: 3, unstored: true };
-        self.hub.publish(&claimed.run.id, Arc::from(deferred.events.clone()));
         dispatch_line(&claimed.run);
         claimed_line(&claimed);
         let run = claimed.run.clone();
-        self.deferred.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), deferred);
+        self.drafts.insert(deferred);
         Dispatched { run, taken: Some((claimed, slot)) }
     }
 
@@ -320,6 +339,11 @@ impl Queue {
         let terminal: Arc<[RunEvent]> = Arc::from(events);
         let stored = Arc::clone(&terminal);
         let deferred = self.take_deferred(&id);
+        // Stored whole: live readers get its dispatch events with its last ones.
+        let published: Arc<[RunEvent]> = match &deferred {
+            Some(d) => d.events.iter().chain(terminal.iter()).cloned().collect(),
+            None => Arc::clone(&terminal),
+        };
         let finished = self
             .db
             .write(move |conn| {
@@ -348,7 +372,7 @@ impl Queue {
             .await?;
         let Some(next_waits) = finished else { return Ok(None) };
         let last = terminal.last().cloned();
-        self.after_terminal(run, terminal, next_waits);
+        self.after_terminal(run, published, next_waits);
         Ok(last)
     }
 
@@ -507,9 +531,17 @@ impl Queue {
         Ok(out)
     }
 
-    /// The unstored rows of a run taken at dispatch and stored only when it ends, if it is one.
+    /// The unstored rows of a run taken at dispatch, if it is one and none of its events has
+    /// been written yet.
     fn take_deferred(&self, run: &RunId) -> Option<dispatch::Deferred> {
-        self.deferred.lock().unwrap_or_else(PoisonError::into_inner).remove(run)
+        self.drafts.take(run)
+    }
+
+    /// The runs taken at dispatch and not stored yet: an unstored run's [`events::EventSink`]
+    /// stores its run with its first write.
+    #[must_use]
+    pub fn drafts(&self) -> &Drafts {
+        &self.drafts
     }
 
     /// Registers a run executing in this process; a cancel request cancels the token.

@@ -31,7 +31,7 @@ fn new_run(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
             Box::new(move |_| Stamp { profile: json!({"runner": runner}), runner })
         },
         input: json!({"model": "echo", "messages": []}).to_string(),
-        answer_at_end: false,
+        known_later: false,
     }
 }
 
@@ -181,8 +181,8 @@ async fn a_local_worker_with_a_free_slot_takes_a_run_in_its_dispatch_transaction
     assert_eq!(same.run.status, RunStatus::Queued);
 }
 
-fn answered_at_end(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
-    NewRun { answer_at_end: true, ..new_run(org, runner, session) }
+fn known_later(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
+    NewRun { known_later: true, ..new_run(org, runner, session) }
 }
 
 fn completed_turn() -> Completion {
@@ -228,13 +228,14 @@ async fn stored_shape(queue: &Queue, id: &RunId) -> Value {
 }
 
 #[tokio::test]
-async fn a_run_answered_at_end_is_stored_only_when_it_ends_exactly_as_if_stored_at_dispatch() {
+async fn a_run_known_later_that_writes_nothing_before_its_end_is_stored_whole_exactly_as_if_stored_at_dispatch()
+ {
     let (_dir, queue, org) = setup().await;
     let slots = Arc::new(tokio::sync::Semaphore::new(2));
     queue.set_local(Local { runner: "ts".into(), worker: "w".into(), slots: Arc::clone(&slots) });
 
     let (usual, _slot) = queue.dispatch(new_run(&org, "ts", None)).await.unwrap().taken.unwrap();
-    let (late, _slot2) = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap().taken.unwrap();
+    let (late, _slot2) = queue.dispatch(known_later(&org, "ts", None)).await.unwrap().taken.unwrap();
     assert!(!usual.unstored && late.unstored);
     assert_eq!(
         (late.run.status, late.run.claimed_by.as_deref(), late.next_seq),
@@ -268,7 +269,7 @@ async fn a_run_answered_at_end_is_stored_only_when_it_ends_exactly_as_if_stored_
 }
 
 #[tokio::test]
-async fn a_run_answered_at_end_is_stored_at_dispatch_when_the_local_worker_does_not_take_it_at_once() {
+async fn a_run_known_later_is_stored_at_dispatch_when_the_local_worker_does_not_take_it_at_once() {
     let (_dir, queue, org) = setup().await;
     let slots = Arc::new(tokio::sync::Semaphore::new(1));
     queue.set_local(Local { runner: "ts".into(), worker: "w".into(), slots: Arc::clone(&slots) });
@@ -278,7 +279,7 @@ async fn a_run_answered_at_end_is_stored_at_dispatch_when_the_local_worker_does_
     };
 
     // Another runner's run: queued, stored.
-    let other = queue.dispatch(answered_at_end(&org, "go", None)).await.unwrap();
+    let other = queue.dispatch(known_later(&org, "go", None)).await.unwrap();
     assert!(other.taken.is_none());
     assert_eq!(stored(&queue, other.run.id.clone()).await, Some(RunStatus::Queued));
     assert_eq!(slots.available_permits(), 1, "a slot not used is given back");
@@ -287,18 +288,17 @@ async fn a_run_answered_at_end_is_stored_at_dispatch_when_the_local_worker_does_
     let (claimed, slot) = first.taken.unwrap();
     queue.finish(&claimed.run, "w", claimed.next_seq, completed_turn()).await.unwrap().unwrap();
     drop(slot);
-    let next =
-        queue.dispatch(answered_at_end(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
+    let next = queue.dispatch(known_later(&org, "ts", Some(claimed.run.session_id.clone()))).await.unwrap();
     let (next_claimed, slot) = next.taken.unwrap();
     assert!(!next_claimed.unstored);
     assert_eq!(stored(&queue, next.run.id.clone()).await, Some(RunStatus::Running));
     // No free slot: queued, stored.
-    let full = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap();
+    let full = queue.dispatch(known_later(&org, "ts", None)).await.unwrap();
     assert!(full.taken.is_none());
     assert_eq!(stored(&queue, full.run.id.clone()).await, Some(RunStatus::Queued));
     drop(slot);
     // A free slot, but an older `ts` run waits (FIFO per runner): queued, stored.
-    let behind = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap();
+    let behind = queue.dispatch(known_later(&org, "ts", None)).await.unwrap();
     assert!(behind.taken.is_none());
     assert_eq!(stored(&queue, behind.run.id.clone()).await, Some(RunStatus::Queued));
 }
@@ -311,7 +311,7 @@ async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
         worker: "w".into(),
         slots: Arc::new(tokio::sync::Semaphore::new(1)),
     });
-    let (claimed, _slot) = queue.dispatch(answered_at_end(&org, "ts", None)).await.unwrap().taken.unwrap();
+    let (claimed, _slot) = queue.dispatch(known_later(&org, "ts", None)).await.unwrap().taken.unwrap();
     assert!(claimed.unstored);
     queue.abandon(&claimed.run, "w").await.unwrap();
     let id = claimed.run.id.clone();
@@ -329,4 +329,70 @@ async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
     assert_eq!(session.status, "idle");
     let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.kind)).collect();
     assert_eq!(kinds, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::Cancelled)]);
+}
+
+/// A streamed turn on a new session: nothing is written at dispatch; its first write of events
+/// stores the run and its session with them, in one commit, and a reader that followed it from
+/// before dispatch gets the dispatch events and the new ones in order, straight from memory.
+/// It then ends as any run stored at dispatch does.
+#[tokio::test]
+async fn an_unstored_run_is_stored_with_its_first_events_and_they_reach_a_reader_in_order() {
+    use crate::agent::Emit as _;
+    use events::{EventSink, Follower, SinkMode};
+
+    let (_dir, queue, org) = setup().await;
+    queue.set_local(Local {
+        runner: "ts".into(),
+        worker: "w".into(),
+        slots: Arc::new(tokio::sync::Semaphore::new(2)),
+    });
+    let new = known_later(&org, "ts", None);
+    let mut follower = Follower::fresh(queue.db.clone(), queue.hub(), new.id.clone());
+    let (claimed, _slot) = queue.dispatch(new).await.unwrap().taken.unwrap();
+    assert!(claimed.unstored);
+    let id = claimed.run.id.clone();
+    let stored = |queue: &Arc<Queue>| {
+        let (queue, id) = (Arc::clone(queue), id.clone());
+        async move {
+            queue
+                .db
+                .read(move |c| Ok((runs::find_run(c, &id)?.map(|r| r.status), run_events::last_seq(c, &id)?)))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(stored(&queue).await, (None, 0), "nothing written at dispatch");
+
+    let commits = queue.db.commits();
+    let sink = EventSink::start(
+        queue.db.clone(),
+        Arc::clone(queue.hub()),
+        id.clone(),
+        claimed.next_seq,
+        SinkMode::Eager,
+        Some(queue.drafts().clone()),
+    );
+    sink.emit(EventType::TextDelta, json!({"text": "hel"}));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event =
+            tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
+        seen.push((event.seq, event.kind));
+    }
+    assert_eq!(seen, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::TextDelta)]);
+    assert_eq!(stored(&queue).await, (Some(RunStatus::Running), 3), "stored with its first events");
+    assert_eq!(queue.db.commits() - commits, 1, "run, session and events in one commit");
+    let session = claimed.run.session_id.clone();
+    let status =
+        queue.db.read(move |c| Ok(sessions::find_session(c, &session)?.map(|s| s.status))).await.unwrap();
+    assert_eq!(status.as_deref(), Some("running"));
+
+    let (next, tail) = sink.finish(4).await;
+    assert_eq!((next, tail.len()), (4, 0));
+    let done = Completion { tail: Vec::new(), ..completed_turn() };
+    let terminal = queue.finish(&claimed.run, "w", next, done).await.unwrap().unwrap();
+    assert_eq!((terminal.seq, terminal.kind), (4, EventType::Completed));
+    assert_eq!(stored(&queue).await, (Some(RunStatus::Completed), 4));
+    let last = tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((last.seq, last.kind), (4, EventType::Completed));
 }

@@ -222,17 +222,14 @@ pub async fn execute(state: &AppState, claimed: Claimed, worker: &str) -> Option
     let started_seq = if run.status == RunStatus::Running { claimed.next_seq } else { claimed.next_seq + 1 };
     let (completion, next_seq) = match build_turn(state, &claimed) {
         Ok((turn, input_messages)) => {
-            let mode = match (claimed.unstored, turn.stream) {
-                (true, _) => SinkMode::HoldAll,
-                (false, true) => SinkMode::Eager,
-                (false, false) => SinkMode::HoldUntilTool,
-            };
+            let mode = if turn.stream { SinkMode::Eager } else { SinkMode::HoldUntilTool };
             let sink = EventSink::start(
                 state.db().clone(),
                 Arc::clone(queue.hub()),
                 run.id.clone(),
                 started_seq,
                 mode,
+                claimed.unstored.then(|| queue.drafts().clone()),
             );
             let upstream = Arc::clone(&turn.upstream_nanos);
             let outcome = agent::run_turn(turn, &sink, &cancel).await;

@@ -97,7 +97,7 @@ pub async fn chat_completions(
     let id = RunId::new();
     let follower = Follower::fresh(state.db().clone(), state.queue().hub(), id.clone());
     let dispatched =
-        crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue, !stream).await?;
+        crate::runs::start_run(&state, &principal, id, input, session, OnBusy::Enqueue, true).await?;
     let turn = Turn { run: dispatched.run, model, created: unix_now(), started, include_usage };
     match dispatched.taken {
         // Taken at dispatch and answered whole: executed right here, on the request's task.
