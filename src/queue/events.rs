@@ -84,7 +84,8 @@ impl Drop for Subscription {
 /// tool thus writes everything with its terminal event, in one transaction. What is still
 /// pending when the turn ends is written with the terminal event. The first write of a run
 /// not stored yet ([`super::Drafts`]) stores the run with it, and publishes its dispatch
-/// events with its own.
+/// events with its own; a streamed turn's sink makes that write at once, alone, while the
+/// turn starts.
 pub struct EventSink {
     state: Mutex<SinkState>,
     db: Db,
@@ -121,7 +122,9 @@ pub const COALESCE_BYTES: usize = 512;
 
 impl EventSink {
     /// Starts a sink for `run` whose next event gets `next_seq`, writing as `mode` says; `drafts`
-    /// when the run may not be stored yet (its first write then stores it).
+    /// when the run may not be stored yet (its first write then stores it). An eager sink of a
+    /// run not stored yet stores it at once, while the turn starts: its upstream call does not
+    /// wait on that commit, and its first event's write stays small (time to first token).
     #[must_use]
     pub fn start(
         db: Db,
@@ -131,7 +134,32 @@ impl EventSink {
         mode: SinkMode,
         drafts: Option<Drafts>,
     ) -> Self {
-        Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode, drafts }
+        let sink =
+            Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode, drafts };
+        if mode == SinkMode::Eager && sink.drafts.is_some() {
+            let writing = sink.writing(Vec::new(), true);
+            *sink.state.lock().unwrap_or_else(PoisonError::into_inner) = writing;
+        }
+        sink
+    }
+
+    /// Starts the flusher task with `held` queued for it; `store_first`: it stores the run (if
+    /// not stored yet) before any event comes.
+    fn writing(&self, held: Vec<(EventType, Value)>, store_first: bool) -> SinkState {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for event in held {
+            let _ = tx.send(event);
+        }
+        let out = Out {
+            db: self.db.clone(),
+            hub: Arc::clone(&self.hub),
+            run: self.run.clone(),
+            drafts: self.drafts.clone(),
+        };
+        // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
+        #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
+        let flusher = tokio::spawn(flush_loop(out, self.next_seq, store_first, rx));
+        SinkState::Writing { tx, flusher }
     }
 
     /// Stops the sink: returns the seq the next event gets and the events not yet written,
@@ -158,20 +186,9 @@ impl Emit for EventSink {
                 events.push((kind, data));
             }
             SinkState::Holding(events) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                for held in events.drain(..).chain(std::iter::once((kind, data))) {
-                    let _ = tx.send(held);
-                }
-                let out = Out {
-                    db: self.db.clone(),
-                    hub: Arc::clone(&self.hub),
-                    run: self.run.clone(),
-                    drafts: self.drafts.clone(),
-                };
-                // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
-                #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
-                let flusher = tokio::spawn(flush_loop(out, self.next_seq, true, rx));
-                *state = SinkState::Writing { tx, flusher };
+                let mut held = std::mem::take(events);
+                held.push((kind, data));
+                *state = self.writing(held, false);
             }
             // The receiver lives until `finish`; a send can only fail after it, when nothing is
             // left to record.
@@ -215,9 +232,13 @@ struct Out {
 async fn flush_loop(
     mut out: Out,
     mut next_seq: i64,
-    mut eager: bool,
+    store_first: bool,
     mut rx: mpsc::UnboundedReceiver<(EventType, Value)>,
 ) -> (i64, Vec<(EventType, Value)>) {
+    if store_first {
+        out.write(Arc::from(Vec::new())).await;
+    }
+    let mut eager = true;
     while let Some(first) = rx.recv().await {
         let mut pending = vec![first];
         let open = if eager {
@@ -239,39 +260,51 @@ async fn flush_loop(
             .map(|((kind, data), seq)| RunEvent { seq, kind, data, created_at: now })
             .collect();
         let last = next_seq + i64::try_from(events.len()).unwrap_or(0) - 1;
-        // A run not stored yet is stored with its first events, and its dispatch events go out
-        // with them (a reader following from the start takes them in order).
-        let drafts = out.drafts.take();
-        let draft = drafts.as_ref().and_then(|d| d.take(&out.run));
-        // Put back if this write fails, so the run's end still stores it whole.
-        let keep = draft.clone().zip(drafts);
-        let stored = Arc::<[RunEvent]>::from(events);
-        let published: Arc<[RunEvent]> = match &draft {
-            Some(d) => d.events.iter().chain(stored.iter()).cloned().collect(),
-            None => Arc::clone(&stored),
-        };
-        let id = out.run.clone();
-        let write = out.db.write(move |conn| {
-            if let Some(draft) = &draft {
-                super::dispatch::store_drafted(conn, draft)?;
-            }
-            run_events::insert_events(conn, &id, &stored)
-        });
-        match write.await {
-            Ok(()) => {
-                next_seq = last + 1;
-                out.hub.publish(&out.run, published);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, run.id = %out.run, "could not store run events");
-                if let Some((draft, drafts)) = keep {
-                    drafts.insert(draft);
-                    out.drafts = Some(drafts);
-                }
-            }
+        if out.write(Arc::from(events)).await {
+            next_seq = last + 1;
         }
     }
     (next_seq, Vec::new())
+}
+
+impl Out {
+    /// Writes `events` (maybe none), storing the run with them if it is not stored yet, and
+    /// publishes them once committed — after the run's dispatch events when it stored the run.
+    /// Returns whether the write committed.
+    async fn write(&mut self, events: Arc<[RunEvent]>) -> bool {
+        let drafts = self.drafts.take();
+        let draft = drafts.as_ref().and_then(|d| d.take(&self.run));
+        if draft.is_none() && events.is_empty() {
+            return true;
+        }
+        // Put back if this write fails, so a later write, or the run's end, still stores it.
+        let keep = draft.clone().zip(drafts);
+        let published: Arc<[RunEvent]> = match &draft {
+            Some(d) => d.events.iter().chain(events.iter()).cloned().collect(),
+            None => Arc::clone(&events),
+        };
+        let id = self.run.clone();
+        let write = self.db.write(move |conn| {
+            if let Some(draft) = &draft {
+                super::dispatch::store_drafted(conn, draft)?;
+            }
+            run_events::insert_events(conn, &id, &events)
+        });
+        match write.await {
+            Ok(()) => {
+                self.hub.publish(&self.run, published);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, run.id = %self.run, "could not store run events");
+                if let Some((draft, drafts)) = keep {
+                    drafts.insert(draft);
+                    self.drafts = Some(drafts);
+                }
+                false
+            }
+        }
+    }
 }
 
 /// Merges consecutive text deltas into one event.

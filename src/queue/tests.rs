@@ -331,12 +331,20 @@ async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
     assert_eq!(kinds, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::Cancelled)]);
 }
 
-/// A streamed turn on a new session: nothing is written at dispatch; its first write of events
-/// stores the run and its session with them, in one commit, and a reader that followed it from
-/// before dispatch gets the dispatch events and the new ones in order, straight from memory.
-/// It then ends as any run stored at dispatch does.
+/// The next event a follower yields (failing after 5 s without one).
+async fn next(follower: &mut events::Follower) -> (i64, EventType) {
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
+    (event.seq, event.kind)
+}
+
+/// A turn on a new session is not written at dispatch. A whole-answer turn's first write (a
+/// tool's start) stores its run and session with that event, in one commit; a streamed turn's
+/// sink stores them at once, before its first event. Either way a reader that followed the run
+/// from before dispatch gets the dispatch events and the later ones in order, and the run then
+/// ends as any run stored at dispatch does.
 #[tokio::test]
-async fn an_unstored_run_is_stored_with_its_first_events_and_they_reach_a_reader_in_order() {
+async fn an_unstored_run_is_stored_by_its_first_write_and_its_events_reach_a_reader_in_order() {
     use crate::agent::Emit as _;
     use events::{EventSink, Follower, SinkMode};
 
@@ -346,53 +354,71 @@ async fn an_unstored_run_is_stored_with_its_first_events_and_they_reach_a_reader
         worker: "w".into(),
         slots: Arc::new(tokio::sync::Semaphore::new(2)),
     });
-    let new = known_later(&org, "ts", None);
-    let mut follower = Follower::fresh(queue.db.clone(), queue.hub(), new.id.clone());
-    let (claimed, _slot) = queue.dispatch(new).await.unwrap().taken.unwrap();
-    assert!(claimed.unstored);
-    let id = claimed.run.id.clone();
-    let stored = |queue: &Arc<Queue>| {
+    let stored = |queue: &Arc<Queue>, id: &RunId| {
         let (queue, id) = (Arc::clone(queue), id.clone());
         async move {
             queue
                 .db
-                .read(move |c| Ok((runs::find_run(c, &id)?.map(|r| r.status), run_events::last_seq(c, &id)?)))
+                .read(move |c| {
+                    let run = runs::find_run(c, &id)?;
+                    let session = match &run {
+                        Some(r) => sessions::find_session(c, &r.session_id)?.map(|s| s.status),
+                        None => None,
+                    };
+                    Ok((run.map(|r| r.status), session, run_events::last_seq(c, &id)?))
+                })
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(stored(&queue).await, (None, 0), "nothing written at dispatch");
+    let running = (Some(RunStatus::Running), Some("running".to_owned()));
 
-    let commits = queue.db.commits();
-    let sink = EventSink::start(
-        queue.db.clone(),
-        Arc::clone(queue.hub()),
-        id.clone(),
-        claimed.next_seq,
-        SinkMode::Eager,
-        Some(queue.drafts().clone()),
-    );
-    sink.emit(EventType::TextDelta, json!({"text": "hel"}));
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        let event =
-            tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
-        seen.push((event.seq, event.kind));
+    for mode in [SinkMode::HoldUntilTool, SinkMode::Eager] {
+        let new = known_later(&org, "ts", None);
+        let mut follower = Follower::fresh(queue.db.clone(), queue.hub(), new.id.clone());
+        let (claimed, _slot) = queue.dispatch(new).await.unwrap().taken.unwrap();
+        assert!(claimed.unstored);
+        let id = claimed.run.id.clone();
+        assert_eq!(stored(&queue, &id).await, (None, None, 0), "{mode:?}: nothing written at dispatch");
+
+        let commits = queue.db.commits();
+        let sink = EventSink::start(
+            queue.db.clone(),
+            Arc::clone(queue.hub()),
+            id.clone(),
+            claimed.next_seq,
+            mode,
+            Some(queue.drafts().clone()),
+        );
+        if mode == SinkMode::Eager {
+            assert_eq!(next(&mut follower).await, (1, EventType::Queued));
+            assert_eq!(next(&mut follower).await, (2, EventType::Started));
+            let (status, session, seq) = stored(&queue, &id).await;
+            assert_eq!(((status, session), seq), (running.clone(), 2), "stored before any event");
+            assert_eq!(queue.db.commits() - commits, 1);
+            sink.emit(EventType::TextDelta, json!({"text": "hel"}));
+            assert_eq!(next(&mut follower).await, (3, EventType::TextDelta));
+        } else {
+            sink.emit(EventType::TextDelta, json!({"text": "let me look"}));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(stored(&queue, &id).await, (None, None, 0), "held until a tool starts");
+            sink.emit(EventType::ToolStarted, json!({"id": "c1", "name": "t", "arguments": "{}"}));
+            let seen = [next(&mut follower).await, next(&mut follower).await, next(&mut follower).await];
+            assert_eq!(seen, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::TextDelta)]);
+            assert_eq!(next(&mut follower).await, (4, EventType::ToolStarted));
+            let (status, session, seq) = stored(&queue, &id).await;
+            assert_eq!(((status, session), seq), (running.clone(), 4));
+            assert_eq!(queue.db.commits() - commits, 1, "run, session and events in one commit");
+        }
+        let (next_seq, tail) = sink.finish(0).await;
+        assert!(tail.is_empty());
+        let done = Completion { tail: Vec::new(), ..completed_turn() };
+        let terminal = queue.finish(&claimed.run, "w", next_seq, done).await.unwrap().unwrap();
+        assert_eq!((terminal.seq, terminal.kind), (next_seq, EventType::Completed));
+        assert_eq!(next(&mut follower).await, (next_seq, EventType::Completed));
+        assert_eq!(
+            stored(&queue, &id).await,
+            (Some(RunStatus::Completed), Some("idle".to_owned()), next_seq)
+        );
     }
-    assert_eq!(seen, [(1, EventType::Queued), (2, EventType::Started), (3, EventType::TextDelta)]);
-    assert_eq!(stored(&queue).await, (Some(RunStatus::Running), 3), "stored with its first events");
-    assert_eq!(queue.db.commits() - commits, 1, "run, session and events in one commit");
-    let session = claimed.run.session_id.clone();
-    let status =
-        queue.db.read(move |c| Ok(sessions::find_session(c, &session)?.map(|s| s.status))).await.unwrap();
-    assert_eq!(status.as_deref(), Some("running"));
-
-    let (next, tail) = sink.finish(4).await;
-    assert_eq!((next, tail.len()), (4, 0));
-    let done = Completion { tail: Vec::new(), ..completed_turn() };
-    let terminal = queue.finish(&claimed.run, "w", next, done).await.unwrap().unwrap();
-    assert_eq!((terminal.seq, terminal.kind), (4, EventType::Completed));
-    assert_eq!(stored(&queue).await, (Some(RunStatus::Completed), 4));
-    let last = tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!((last.seq, last.kind), (4, EventType::Completed));
 }
