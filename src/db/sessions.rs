@@ -36,6 +36,17 @@ macro_rules! select_session {
     };
 }
 
+// The listing is two statements, so each reads its own index: `sessions_by_user` when a user is given (it holds only sessions with a user),
+// `sessions_by_org` otherwise.
+const LIST_BY_USER: &str = select_session!(
+    "WHERE organization_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR updated_at < ?3)
+     ORDER BY updated_at DESC, id DESC LIMIT +?4"
+);
+const LIST_BY_ORG: &str = select_session!(
+    "WHERE organization_id = ?1 AND ?2 IS NULL AND (?3 IS NULL OR updated_at < ?3)
+     ORDER BY updated_at DESC, id DESC LIMIT +?4"
+);
+
 fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let profile: String = row.get(5)?;
     Ok(SessionRow {
@@ -130,18 +141,54 @@ pub fn list_sessions(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SessionRow>, DbError> {
-    // Two statements, so each reads its own index: `sessions_by_user` when a user is given
-    // (it holds only sessions with a user), `sessions_by_org` otherwise.
-    let mut stmt = match user {
-        Some(_) => conn.prepare_cached(select_session!(
-            "WHERE organization_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR updated_at < ?3)
-             ORDER BY updated_at DESC, id DESC LIMIT +?4"
-        ))?,
-        None => conn.prepare_cached(select_session!(
-            "WHERE organization_id = ?1 AND ?2 IS NULL AND (?3 IS NULL OR updated_at < ?3)
-             ORDER BY updated_at DESC, id DESC LIMIT +?4"
-        ))?,
-    };
+    let mut stmt = conn.prepare_cached(if user.is_some() { LIST_BY_USER } else { LIST_BY_ORG })?;
     let rows = stmt.query_map(params![org, user, before, limit], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(org: &str, user: Option<&str>, updated_at: i64) -> SessionRow {
+        SessionRow {
+            id: SessionId::new(),
+            organization_id: org.parse().unwrap(),
+            user_id: user.map(str::to_owned),
+            status: "idle".into(),
+            runner: Some("ts".into()),
+            resolved_profile: std::sync::Arc::new(serde_json::json!({})),
+            created_at: updated_at,
+            updated_at,
+        }
+    }
+
+    /// Both listings come newest first, page with `before`, and each reads its own index.
+    #[test]
+    fn listings_come_newest_first_and_page_from_their_index() {
+        let conn = crate::db::bare_schema();
+        let org: OrgId = "org_a".parse().unwrap();
+        for (user, at) in [(None, 10), (Some("u1"), 30), (None, 20), (Some("u1"), 40), (Some("u2"), 50)] {
+            insert_session(&conn, &session("org_a", user, at)).unwrap();
+        }
+        insert_session(&conn, &session("org_b", Some("u1"), 60)).unwrap();
+        let times = |user: Option<&str>, before: Option<i64>| -> Vec<i64> {
+            list_sessions(&conn, &org, user, before, 10).unwrap().iter().map(|s| s.updated_at).collect()
+        };
+        assert_eq!(times(None, None), [50, 40, 30, 20, 10]);
+        assert_eq!(times(None, Some(40)), [30, 20, 10]);
+        assert_eq!(times(Some("u1"), None), [40, 30]);
+        assert_eq!(times(Some("u1"), Some(40)), [30]);
+
+        for (sql, index) in [(LIST_BY_ORG, "sessions_by_org"), (LIST_BY_USER, "sessions_by_user")] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params!["org_a", "u1", 40, 10], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains(&format!("USING INDEX {index}"))), "{plan:?}");
+        }
+    }
 }
