@@ -36,8 +36,8 @@ macro_rules! select_session {
     };
 }
 
-// The listing is two statements, so each reads its own index: `sessions_by_user` when a user is given (it holds only sessions with a user),
-// `sessions_by_org` otherwise.
+// The listing is two statements, so each reads its own index: `sessions_by_user` when a user
+// is given (it holds only sessions with a user), `sessions_by_org` otherwise.
 const LIST_BY_USER: &str = select_session!(
     "WHERE organization_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR updated_at < ?3)
      ORDER BY updated_at DESC, id DESC LIMIT +?4"
