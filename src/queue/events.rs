@@ -59,6 +59,12 @@ impl EventHub {
         }
     }
 
+    /// Whether `run` has live readers.
+    #[must_use]
+    pub fn watched(&self, run: &RunId) -> bool {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).contains_key(run)
+    }
+
     /// How many runs have live readers (for metrics and tests).
     #[must_use]
     pub fn watched_runs(&self) -> usize {

@@ -339,10 +339,10 @@ impl Queue {
         let terminal: Arc<[RunEvent]> = Arc::from(events);
         let stored = Arc::clone(&terminal);
         let deferred = self.take_deferred(&id);
-        // Stored whole: live readers get its dispatch events with its last ones.
+        // Stored whole: live readers (if any) get its dispatch events with its last ones.
         let published: Arc<[RunEvent]> = match &deferred {
-            Some(d) => d.events.iter().chain(terminal.iter()).cloned().collect(),
-            None => Arc::clone(&terminal),
+            Some(d) if self.hub.watched(&id) => d.events.iter().chain(terminal.iter()).cloned().collect(),
+            _ => Arc::clone(&terminal),
         };
         let finished = self
             .db
