@@ -207,6 +207,37 @@ def test_a_client_that_disconnects_cancels_the_run_and_the_upstream_call(hearth:
     assert fake_stats(fake_upstream)["client_aborts"] >= 1, "the upstream call was dropped too"
 
 
+def test_a_streamed_turn_is_stored_before_its_first_chunk_and_survives_a_crash(fake_upstream: str) -> None:
+    """A streamed turn on a new session is not written at dispatch (docs/ARCHITECTURE.md), but
+    always before its answer starts: killed right after the first words reached the client, the
+    server comes back with the run, its session and its first events."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": model("openai", "long:6", "drip:150"), "stream": True,
+            "messages": [{"role": "user", "content": "keep me"}]}
+    first = Hearth(fake_upstream)
+    db = first.dir.name + "/hearth.db"
+    try:
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", f"{first.base_url}/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status_code == 200
+                run_id, session_id = r.headers["x-run-id"], r.headers["x-session-id"]
+                for line in r.iter_lines():
+                    if '"content":"' in line and '"content":""' not in line:
+                        break  # the first words arrived: crash now
+                first.proc.kill()
+                first.proc.wait()
+        with Hearth(fake_upstream, HEARTH_DB=db) as second:
+            run = httpx.get(f"{second.base_url}/v1/runs/{run_id}", headers=headers)
+            assert run.status_code == 200, run.text
+            assert run.json()["session_id"] == session_id
+            events = httpx.get(f"{second.base_url}/v1/runs/{run_id}/events?offset=-1", headers=headers).json()
+            assert [e["type"] for e in events][:3] == ["run.queued", "run.started", "text.delta"]
+            session = httpx.get(f"{second.base_url}/v1/sessions/{session_id}", headers=headers)
+            assert session.status_code == 200, session.text
+    finally:
+        first.dir.cleanup()
+
+
 def test_models_lists_echo(client: openai.OpenAI) -> None:
     assert "echo" in [m.id for m in client.models.list().data]
 
