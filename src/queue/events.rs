@@ -94,12 +94,9 @@ impl Drop for Subscription {
 /// turn starts.
 pub struct EventSink {
     state: Mutex<SinkState>,
-    db: Db,
-    hub: Arc<EventHub>,
-    run: RunId,
+    out: Out,
     next_seq: i64,
     mode: SinkMode,
-    drafts: Option<Drafts>,
 }
 
 /// When an [`EventSink`] starts writing.
@@ -140,9 +137,9 @@ impl EventSink {
         mode: SinkMode,
         drafts: Option<Drafts>,
     ) -> Self {
-        let sink =
-            Self { state: Mutex::new(SinkState::Holding(Vec::new())), db, hub, run, next_seq, mode, drafts };
-        if mode == SinkMode::Eager && sink.drafts.is_some() {
+        let out = Out { db, hub, run, drafts };
+        let sink = Self { state: Mutex::new(SinkState::Holding(Vec::new())), out, next_seq, mode };
+        if mode == SinkMode::Eager && sink.out.drafts.is_some() {
             let writing = sink.writing(Vec::new(), true);
             *sink.state.lock().unwrap_or_else(PoisonError::into_inner) = writing;
         }
@@ -156,12 +153,7 @@ impl EventSink {
         for event in held {
             let _ = tx.send(event);
         }
-        let out = Out {
-            db: self.db.clone(),
-            hub: Arc::clone(&self.hub),
-            run: self.run.clone(),
-            drafts: self.drafts.clone(),
-        };
+        let out = self.out.clone();
         // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
         #[expect(clippy::disallowed_methods, reason = "owned by the sink and joined in finish()")]
         let flusher = tokio::spawn(flush_loop(out, self.next_seq, store_first, rx));
@@ -227,7 +219,8 @@ async fn gather(
     true
 }
 
-/// Where a flusher writes: the run, and the drafts its rows may still wait in.
+/// Where a sink writes: the run, and the drafts its rows may still wait in.
+#[derive(Clone)]
 struct Out {
     db: Db,
     hub: Arc<EventHub>,

@@ -181,6 +181,15 @@ async fn a_local_worker_with_a_free_slot_takes_a_run_in_its_dispatch_transaction
     assert_eq!(same.run.status, RunStatus::Queued);
 }
 
+/// Gives `queue` an in-process `ts` worker (`w`) with `slots` free slots.
+fn local_worker(queue: &Queue, slots: usize) {
+    queue.set_local(Local {
+        runner: "ts".into(),
+        worker: "w".into(),
+        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+    });
+}
+
 fn known_later(org: &OrgId, runner: &str, session: Option<SessionId>) -> NewRun {
     NewRun { known_later: true, ..new_run(org, runner, session) }
 }
@@ -306,11 +315,7 @@ async fn a_run_known_later_is_stored_at_dispatch_when_the_local_worker_does_not_
 #[tokio::test]
 async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
     let (_dir, queue, org) = setup().await;
-    queue.set_local(Local {
-        runner: "ts".into(),
-        worker: "w".into(),
-        slots: Arc::new(tokio::sync::Semaphore::new(1)),
-    });
+    local_worker(&queue, 1);
     let (claimed, _slot) = queue.dispatch(known_later(&org, "ts", None)).await.unwrap().taken.unwrap();
     assert!(claimed.unstored);
     queue.abandon(&claimed.run, "w").await.unwrap();
@@ -349,11 +354,7 @@ async fn an_unstored_run_is_stored_by_its_first_write_and_its_events_reach_a_rea
     use events::{EventSink, Follower, SinkMode};
 
     let (_dir, queue, org) = setup().await;
-    queue.set_local(Local {
-        runner: "ts".into(),
-        worker: "w".into(),
-        slots: Arc::new(tokio::sync::Semaphore::new(2)),
-    });
+    local_worker(&queue, 2);
     let stored = |queue: &Arc<Queue>, id: &RunId| {
         let (queue, id) = (Arc::clone(queue), id.clone());
         async move {
