@@ -165,7 +165,8 @@ pub(super) fn insert_dispatch(
 }
 
 /// A run taken at dispatch and not stored yet: its rows as they would have been written at
-/// dispatch, written with its outcome when it ends (see [`super::Queue::dispatch`]).
+/// dispatch, written with its first events — or with its outcome, when it ends first (see
+/// [`super::Queue::dispatch`]).
 #[derive(Debug, Clone)]
 pub(super) struct Deferred {
     /// Its new session, `running`.

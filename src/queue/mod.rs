@@ -49,8 +49,8 @@ pub struct Claimed {
     pub history: Vec<Message>,
     /// The seq its next event gets.
     pub next_seq: i64,
-    /// Not in the database until it ends (see [`Queue::dispatch`]): its events wait in memory
-    /// to be written with its outcome.
+    /// Not in the database yet (see [`Queue::dispatch`]): its first write of events stores it
+    /// (its event sink is given the queue's [`Drafts`]).
     pub unstored: bool,
 }
 
