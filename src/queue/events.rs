@@ -242,8 +242,13 @@ async fn flush_loop(
         let mut pending = vec![first];
         let open = if eager {
             eager = false;
-            while let Ok(more) = rx.try_recv() {
-                pending.push(more);
+            // What was held when the flusher started goes together. A run stored first may
+            // have had more events queue meanwhile: its first still goes alone (time to first
+            // token), the others gather as usual.
+            if !store_first {
+                while let Ok(more) = rx.try_recv() {
+                    pending.push(more);
+                }
             }
             true
         } else {

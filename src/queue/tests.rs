@@ -338,9 +338,13 @@ async fn an_unstored_run_whose_client_went_away_is_stored_cancelled() {
 
 /// The next event a follower yields (failing after 5 s without one).
 async fn next(follower: &mut events::Follower) -> (i64, EventType) {
-    let event =
-        tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap();
+    let event = next_event(follower).await;
     (event.seq, event.kind)
+}
+
+/// The next event a follower yields, whole (failing after 5 s without one).
+async fn next_event(follower: &mut events::Follower) -> RunEvent {
+    tokio::time::timeout(Duration::from_secs(5), follower.next()).await.unwrap().unwrap().unwrap()
 }
 
 /// A turn on a new session is not written at dispatch. A whole-answer turn's first write (a
@@ -397,8 +401,13 @@ async fn an_unstored_run_is_stored_by_its_first_write_and_its_events_reach_a_rea
             let (status, session, seq) = stored(&queue, &id).await;
             assert_eq!(((status, session), seq), (running.clone(), 2), "stored before any event");
             assert_eq!(queue.db.commits() - commits, 1);
-            sink.emit(EventType::TextDelta, json!({"text": "hel"}));
-            assert_eq!(next(&mut follower).await, (3, EventType::TextDelta));
+            // Events that come together: the first still goes alone (time to first token).
+            for text in ["hel", "lo", " you"] {
+                sink.emit(EventType::TextDelta, json!({"text": text}));
+            }
+            let texts = [next_event(&mut follower).await, next_event(&mut follower).await]
+                .map(|e| (e.seq, e.data["text"].as_str().map(str::to_owned)));
+            assert_eq!(texts, [(3, Some("hel".to_owned())), (4, Some("lo you".to_owned()))]);
         } else {
             sink.emit(EventType::TextDelta, json!({"text": "let me look"}));
             tokio::time::sleep(Duration::from_millis(50)).await;
