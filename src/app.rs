@@ -82,17 +82,17 @@ impl App {
     /// Builds the state from its parts.
     #[must_use]
     pub fn build(parts: AppParts) -> AppState {
-        let role = RoleSource::new(parts.config.litefs_dir.as_deref());
+        let role = RoleSource::new(parts.config.storage.litefs_dir.as_deref());
         let tools: Arc<dyn ToolExecutor> =
-            if parts.config.test_tools { Arc::new(TestTools) } else { Arc::new(NoTools) };
+            if parts.config.agent.test_tools { Arc::new(TestTools) } else { Arc::new(NoTools) };
         AppState(Arc::new(Self {
             role,
-            queue: Queue::new(parts.db.clone(), Duration::from_secs(parts.config.lease_s)),
+            queue: Queue::new(parts.db.clone(), Duration::from_secs(parts.config.queue.lease_s)),
             models: parts.models,
             tools,
             resolver: parts.resolver,
             jwt: parts.jwt,
-            limits: RateLimits::new(parts.config.key_rpm, parts.config.user_rpm),
+            limits: RateLimits::new(parts.config.auth.key_rpm, parts.config.auth.user_rpm),
             static_key_hash: parts.static_key.map(|k| secret::hash(k.expose())),
             config: parts.config,
             db: parts.db,

@@ -59,7 +59,7 @@ pub async fn start_run(
         code: "model_not_found",
     })?;
     let tools = offered_tools(state, model.agent.as_ref());
-    let max_steps = model.agent.as_ref().and_then(|a| a.max_steps).unwrap_or(state.config().max_steps);
+    let max_steps = model.agent.as_ref().and_then(|a| a.max_steps).unwrap_or(state.config().agent.max_steps);
     let mut profile = ResolvedProfile {
         runner: String::new(),
         model: input.model.clone(),

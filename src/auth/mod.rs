@@ -172,7 +172,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        if state.config().require_user && principal.user.is_none() {
+        if state.config().auth.require_user && principal.user.is_none() {
             return Err(unauthorized("this server requires the X-Runtime-User header (HEARTH_REQUIRE_USER)"));
         }
         Ok(Self(principal))

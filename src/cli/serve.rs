@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::db::migrate::{self, SchemaState};
-use crate::llm::Models;
+use crate::llm::{Models, ProviderSettings};
 use crate::replication::RoleSource;
 use crate::runner::Resolver;
 use crate::{bootstrap, metrics, server, worker};
@@ -24,33 +24,38 @@ use crate::{bootstrap, metrics, server, worker};
 /// On bad settings, an unusable database, or a port that cannot be bound.
 pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let static_key = config.static_api_key().map_err(ConfigError)?;
-    let rules = config.resolver_rules().map_err(ConfigError)?;
+    let static_key = config.auth.static_api_key().map_err(ConfigError)?;
+    let rules = config.runner.resolver_rules().map_err(ConfigError)?;
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
-    let catalog = match &config.config {
+    let catalog = match &config.upstream.config {
         Some(path) => Catalog::load(path).map_err(ConfigError)?,
         None => Catalog::default(),
     };
-    let models = Models::build(&config.provider_settings(), catalog, config.model_specifier.clone())
-        .map_err(ConfigError)?;
+    let models = Models::build(
+        &ProviderSettings::from_config(&config.upstream),
+        catalog,
+        config.upstream.model_specifier.clone(),
+    )
+    .map_err(ConfigError)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
-    let role = RoleSource::new(config.litefs_dir.as_deref()).current();
-    let db = Db::open(db_path, config.db_readers)?;
-    prepare_schema(db_path, role.is_writer(), config.auto_migrate)?;
+    let role = RoleSource::new(config.storage.litefs_dir.as_deref()).current();
+    let db = Db::open(db_path, config.storage.db_readers)?;
+    prepare_schema(db_path, role.is_writer(), config.storage.auto_migrate)?;
     let default_org = if role.is_writer() {
-        let boot = bootstrap::ensure(&db, config.admin_token.is_some(), static_key.is_some()).await?;
+        let boot = bootstrap::ensure(&db, config.auth.admin_token.is_some(), static_key.is_some()).await?;
         bootstrap::announce(&boot);
         boot.default_org
     } else {
         bootstrap::find_default_org(&db).await?
     };
-    let addr = SocketAddr::new(config.host, config.port);
+    let addr = SocketAddr::new(config.http.host, config.http.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
     let local = listener.local_addr()?;
-    let grace = Duration::from_secs(config.shutdown_grace_s);
-    let embedded = (role.is_writer() && !config.no_embedded_workers).then_some(usize::from(config.workers));
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    let embedded =
+        (role.is_writer() && !config.queue.no_embedded_workers).then_some(usize::from(config.queue.workers));
     let default_runner = rules.default_runner().to_owned();
     let resolver = Resolver::new(rules);
     let state = App::build(AppParts {

@@ -52,7 +52,7 @@ pub async fn start_embedded(
             workers::upsert_worker(conn, &new, now)
         })
         .await?;
-    let max_attempts = i64::from(state.config().max_attempts);
+    let max_attempts = i64::from(state.config().queue.max_attempts);
     for (run, attempt, requeued) in state.queue().give_back(worker_id.as_str(), max_attempts).await? {
         if requeued {
             tracing::warn!(run.id = %run, attempt, worker = %name, "re-queued a run this worker held before a restart");
@@ -86,8 +86,8 @@ fn hostname() -> String {
 /// Every HEARTH_HEARTBEAT_S: refreshes the embedded workers' heartbeats and extends the leases
 /// of the runs they hold, in one transaction.
 async fn heartbeat_loop(state: AppState, ids: Vec<crate::ids::WorkerId>) {
-    let every = Duration::from_secs(state.config().heartbeat_s);
-    let lease_ms = i64::try_from(state.config().lease_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let every = Duration::from_secs(state.config().queue.heartbeat_s);
+    let lease_ms = i64::try_from(state.config().queue.lease_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -290,7 +290,7 @@ fn build_turn(
         allowed_tools: profile.tools,
         max_steps: profile.max_steps,
         options,
-        tool_timeout: Duration::from_secs(state.config().tool_timeout_s),
+        tool_timeout: Duration::from_secs(state.config().agent.tool_timeout_s),
         stream: input.stream,
         upstream_nanos: Arc::default(),
     };
