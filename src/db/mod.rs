@@ -87,7 +87,6 @@ pub enum DbError {
 pub struct Db {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Writer>,
-    path: Arc<PathBuf>,
 }
 
 impl Db {
@@ -120,13 +119,7 @@ impl Db {
             .build(manager)
             .map_err(|e| open_err(e.to_string()))?;
         let writer = Arc::new(Writer::new(writer_conn));
-        Ok(Self { pool, writer, path: Arc::new(path.to_path_buf()) })
-    }
-
-    /// The database file.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { pool, writer })
     }
 
     /// Runs `f` with a pooled read connection. Reads in WAL mode never wait on writers, and

@@ -1,4 +1,4 @@
-//! Pure types and rules, no I/O: run statuses and transitions, event kinds, resolved profiles,
+//! Pure types and rules, no I/O: run statuses, event kinds, resolved profiles,
 //! the resolver's decision, chat messages.
 
 pub mod event;
