@@ -1,11 +1,14 @@
-//! The router with its layer stack, and serving with graceful shutdown.
+//! The listener, the router with its layer stack, and serving with graceful shutdown.
 
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
 use axum::serve::ListenerExt;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -47,6 +50,51 @@ fn request_span(request: &Request) -> tracing::Span {
         http.method = %request.method(),
         http.path = %request.uri().path(),
     )
+}
+
+/// Listens on `host:port`. `::` (the default) is dual-stack: IPv6 and, as IPv4-mapped
+/// addresses, IPv4 too, whatever the system's default for `IPV6_V6ONLY` (Fly's private
+/// `.internal` network is IPv6; health checks and local clients may use IPv4). On a host without
+/// IPv6, where `::` cannot be bound, it listens on `0.0.0.0` instead and warns.
+///
+/// # Errors
+/// When the address cannot be bound (in use, not allowed, not an address of this host).
+pub fn bind(host: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    match listen(addr) {
+        Err(e) if host == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && !a_port_problem(&e) => {
+            let fallback = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+            tracing::warn!(
+                error = %e,
+                addr = %fallback,
+                "cannot listen on [::] (is IPv6 disabled on this host?): listening on IPv4 only"
+            );
+            listen(fallback)
+                .map_err(|e2| io::Error::new(e2.kind(), format!("{e2} (on {fallback}; on {addr}: {e})")))
+        }
+        result => result,
+    }
+}
+
+/// Whether a bind failed for the port itself (taken, or privileged), which no other address of
+/// the same port would fix.
+fn a_port_problem(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied)
+}
+
+/// A listening socket as `tokio::net::TcpListener::bind` makes one (`SO_REUSEADDR` on Unix, a
+/// backlog of 128), with `IPV6_V6ONLY` off on an IPv6 address.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish for up to `grace`.

@@ -49,8 +49,7 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         bootstrap::find_default_org(&db).await?
     };
     let addr = SocketAddr::new(config.http.host, config.http.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = server::bind(config.http.host, config.http.port)
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
     let local = listener.local_addr()?;
     let grace = Duration::from_secs(config.http.shutdown_grace_s);

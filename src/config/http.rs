@@ -15,8 +15,9 @@ pub struct HttpConfig {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Address to listen on.
-    #[arg(long, env = "HEARTH_HOST", default_value = "0.0.0.0")]
+    /// Address to listen on. The default `::` is dual-stack (IPv6 and IPv4); where IPv6 is
+    /// disabled, hearth listens on 0.0.0.0 instead.
+    #[arg(long, env = "HEARTH_HOST", default_value = "::")]
     pub host: IpAddr,
 
     /// Largest accepted request body, in bytes or with a unit (`512KiB`, `1MiB`, `2MB`);

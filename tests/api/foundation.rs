@@ -248,6 +248,25 @@ async fn boolean_settings_take_a_value_as_flags_too() {
 }
 
 #[tokio::test]
+async fn the_default_address_listens_on_ipv4_and_ipv6() {
+    let hearth = Hearth::options().default_host().start().await;
+    let listening = hearth.wait_for_log(Duration::from_secs(5), |l| l["message"] == "listening").await;
+    let addr = listening["addr"].as_str().unwrap_or_default().to_owned();
+    assert!(addr.starts_with("[::]:"), "the default address is ::, dual-stack: {listening}");
+    // The harness talks to 127.0.0.1: IPv4 reaches a socket bound to `::`.
+    assert_eq!(hearth.get("/health").send().await.unwrap().status(), 200);
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("this machine has no IPv6 loopback: skipping the [::1] half");
+        return;
+    }
+    let port = addr.rsplit(':').next().unwrap();
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    let response = client.get(format!("http://[::1]:{port}/health")).send().await;
+    let response = response.unwrap_or_else(|e| panic!("no answer over [::1]:{port}: {e}"));
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn sigterm_stops_an_idle_server_cleanly_and_promptly() {
     let mut hearth = Hearth::start().await;
     assert_eq!(hearth.get("/health").send().await.unwrap().status(), 200);

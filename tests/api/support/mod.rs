@@ -1,7 +1,7 @@
 //! Test harness: runs the real `hearth` binary on a free port with its own data directory.
 //!
 //! Every [`Hearth`] owns a temporary data directory and a child process listening on
-//! 127.0.0.1 with port 0; its stderr is read continuously by a thread and kept line by line,
+//! 127.0.0.1 (or the default address, see [`Options::default_host`]) with port 0; its stderr is read continuously by a thread and kept line by line,
 //! so tests can read the first-run credentials and the JSON logs. Set `TEST_LOG=1` to echo the
 //! child's stderr to the test's stderr.
 
@@ -109,6 +109,7 @@ pub fn stderr_of(output: &Output) -> String {
 pub struct Options {
     env: Vec<(String, String)>,
     args: Vec<String>,
+    default_host: bool,
 }
 
 impl Options {
@@ -121,6 +122,12 @@ impl Options {
     /// Adds a flag after `serve`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Leaves `--host` at its default instead of 127.0.0.1 (the tests still talk to 127.0.0.1).
+    pub fn default_host(mut self) -> Self {
+        self.default_host = true;
         self
     }
 
@@ -154,8 +161,13 @@ impl Options {
 type Lines = Arc<Mutex<Vec<String>>>;
 
 fn spawn(options: &Options, db: &Path) -> (Child, JoinHandle<()>, Lines) {
-    let mut child = command(db)
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+    let mut cmd = command(db);
+    cmd.arg("serve");
+    if !options.default_host {
+        cmd.args(["--host", "127.0.0.1"]);
+    }
+    let mut child = cmd
+        .args(["--port", "0"])
         .args(&options.args)
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
