@@ -52,7 +52,15 @@ pub struct ConfigError(pub String);
 /// # Errors
 /// A [`ConfigError`] for bad settings; anything else for runtime failures.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let db_path = cli.global.db_path();
+    if let Some(url) = cli.global.ignored_database_url() {
+        // Only the scheme: the URL may carry a password.
+        tracing::warn!(
+            database_url.scheme = url.scheme().unwrap_or_default(),
+            "DATABASE_URL is ignored: it is {}, not sqlite:PATH, and HEARTH_DB (--db) names the database",
+            url.kind()
+        );
+    }
+    let db_path = cli.global.db_path().map_err(ConfigError)?;
     match cli.command {
         Command::Serve(config) => serve::run(&db_path, *config).await,
         Command::Migrate(args) => migrate::run(&db_path, &args),

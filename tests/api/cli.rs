@@ -1,11 +1,12 @@
-//! The command line: `migrate`, `orgs`, `keys` against a database, and `serve --help`.
+//! The command line: `migrate`, `orgs`, `keys` against a database, `serve --help`, and which
+//! database setting wins.
 
 use std::path::Path;
 use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::{self, Hearth, hearth_cmd, stderr_of, stdout_of};
+use crate::support::{self, Hearth, command_in, hearth_cmd, stderr_of, stdout_of};
 
 /// Runs a subcommand that must succeed; returns its stdout.
 fn ok(db: &Path, args: &[&str]) -> String {
@@ -133,4 +134,52 @@ fn serve_help_documents_flags_with_their_environment_variables() {
     }
     assert!(!help.contains("help-must-hide-this"), "--help shows a secret's value");
     assert!(!db.exists(), "--help must not create a database");
+}
+
+/// A Postgres URL with a password, as an older deployment's secrets may still hold.
+const POSTGRES_URL: &str = "postgres://u:secret@h/db";
+
+#[tokio::test]
+async fn a_database_url_of_another_database_is_ignored_with_a_warning_when_hearth_db_is_set() {
+    let dir = support::data_dir();
+    let db = support::db_in(dir.path());
+    let out = support::run(
+        command_in(dir.path()).env("HEARTH_DB", &db).env("DATABASE_URL", POSTGRES_URL).arg("migrate"),
+    );
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(db.exists(), "HEARTH_DB names the database");
+    assert!(stderr.contains("DATABASE_URL") && stderr.contains("postgres"), "no warning:\n{stderr}");
+    assert!(!stderr.contains("secret"), "the URL's password is shown:\n{stderr}");
+
+    // `serve` with `--db` (the harness passes it) starts the same way.
+    let hearth = Hearth::options().env("DATABASE_URL", POSTGRES_URL).start_in(dir).await;
+    assert_eq!(hearth.get("/ready").send().await.unwrap().status(), 200);
+    let warning = hearth
+        .log_lines()
+        .into_iter()
+        .find(|l| l["level"] == "WARN" && l.to_string().contains("DATABASE_URL"))
+        .unwrap_or_else(|| panic!("no warning naming DATABASE_URL:\n{}", hearth.stderr()));
+    assert!(warning.to_string().contains("postgres"), "{warning}");
+    assert!(!hearth.stderr().contains("secret"), "the URL's password is shown:\n{}", hearth.stderr());
+}
+
+#[test]
+fn a_database_url_of_another_database_is_refused_when_it_is_the_only_database_setting() {
+    for args in [&["migrate"][..], &["serve"]] {
+        let dir = support::data_dir();
+        // PORT=0, so a `serve` that wrongly starts cannot collide on 8080.
+        let out = support::run(
+            command_in(dir.path()).env("DATABASE_URL", POSTGRES_URL).env("PORT", "0").args(args),
+        );
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "hearth {args:?}: {stderr}");
+        assert!(
+            stderr.contains("DATABASE_URL"),
+            "hearth {args:?}: the message does not name DATABASE_URL:\n{stderr}"
+        );
+        assert!(!stderr.contains("secret"), "hearth {args:?}: the URL's password is shown:\n{stderr}");
+        assert!(!stderr.contains("\"listening\""), "hearth {args:?}: started anyway");
+        assert!(!dir.path().join("data").exists(), "hearth {args:?} created the default database");
+    }
 }

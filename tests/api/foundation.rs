@@ -174,7 +174,6 @@ fn bad_settings_stop_start_up_naming_the_setting() {
         ("PORT", "notaport"),
         ("HEARTH_AUTO_MIGRATE", "maybe"),
         ("HEARTH_MAX_BODY", "lots"),
-        ("DATABASE_URL", "postgres://x"),
         ("HEARTH_HOST", "not-an-address"),
         ("HEARTH_WORKERS", "0"),
         ("HEARTH_LOG_FORMAT", "xml"),

@@ -38,6 +38,14 @@ pub fn db_in(dir: &Path) -> PathBuf {
 
 /// A `hearth --db DB` command with a clean environment and JSON logs, run in the db's directory.
 pub fn command(db: &Path) -> Command {
+    let mut cmd = command_in(db.parent().unwrap_or(Path::new(".")));
+    cmd.arg("--db").arg(db);
+    cmd
+}
+
+/// A `hearth` command naming no database, with a clean environment and JSON logs, run in `dir`
+/// (so its default database would be `dir/data/hearth.db`).
+pub fn command_in(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     for (name, _) in std::env::vars_os() {
         let text = name.to_string_lossy();
@@ -45,10 +53,7 @@ pub fn command(db: &Path) -> Command {
             cmd.env_remove(&name);
         }
     }
-    cmd.env("HEARTH_LOG_FORMAT", "json").env("HEARTH_LOG", "info").arg("--db").arg(db);
-    if let Some(dir) = db.parent() {
-        cmd.current_dir(dir);
-    }
+    cmd.env("HEARTH_LOG_FORMAT", "json").env("HEARTH_LOG", "info").current_dir(dir);
     cmd
 }
 
