@@ -1,8 +1,10 @@
 //! Pure types and rules, no I/O: run statuses and transitions, event kinds, resolved profiles,
-//! the resolver's decision, chat messages.
+//! the resolver's decision, chat messages, run outcomes and session statuses.
 
 pub mod event;
 pub mod message;
+pub mod outcome;
 pub mod profile;
 pub mod resolver;
 pub mod run;
+pub mod session;

@@ -56,25 +56,7 @@ pub struct ModelRequest {
     pub stream: bool,
 }
 
-/// Token counts of a model call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Tokens read.
-    pub prompt_tokens: u64,
-    /// Tokens written.
-    pub completion_tokens: u64,
-    /// Their sum.
-    pub total_tokens: u64,
-}
-
-impl Usage {
-    /// Adds another call's usage.
-    pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-    }
-}
+pub use crate::domain::outcome::Usage;
 
 /// What a model call produced.
 #[derive(Debug, Clone, Default, PartialEq)]
