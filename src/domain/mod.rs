@@ -2,6 +2,7 @@
 //! the resolver's decision, chat messages, run outcomes and session statuses.
 
 pub mod event;
+pub mod input;
 pub mod message;
 pub mod outcome;
 pub mod profile;

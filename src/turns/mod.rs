@@ -10,47 +10,20 @@
 pub mod chat;
 mod reads;
 
+pub use crate::domain::input::RunInput;
 pub use reads::{Offset, SessionView};
 
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::agent::tools::Toolbox;
 use crate::auth::Principal;
 use crate::db::{Db, DbError};
 use crate::domain::event::Ended;
-use crate::domain::message::{Message, ToolSpec};
 use crate::domain::profile::{AuthMode, ResolvedProfile};
 use crate::ids::{RunId, SessionId};
-use crate::llm::{ModelOptions, Models};
+use crate::llm::Models;
 use crate::queue::{DispatchError, Dispatched, NewRun, OnBusy, Queue, RunRow};
 use crate::worker::Executor;
-
-/// A turn's input as stored on the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInput {
-    /// The requested model.
-    pub model: String,
-    /// This turn's messages (appended to the session's conversation).
-    pub messages: Vec<Message>,
-    /// Client tools.
-    #[serde(default)]
-    pub tools: Vec<ToolSpec>,
-    /// Sampling options.
-    #[serde(default)]
-    pub options: ModelOptions,
-    /// Caller metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
-    /// OpenAI `user` field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Whether the client streams the answer (the upstream call streams too).
-    #[serde(default)]
-    pub stream: bool,
-}
 
 /// Why a turn could not start, or ended without an answer.
 #[derive(Debug, thiserror::Error)]

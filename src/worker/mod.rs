@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::tools::{Toolbox, TurnScope};
 use crate::agent::{self, Outcome, Turn};
 use crate::domain::event::RunEvent;
+use crate::domain::input::RunInput;
 use crate::domain::message::{Message, Role};
 use crate::domain::outcome::{ErrorCode, RunError, RunOutcome, RunOutput};
 use crate::domain::run::RunStatus;
@@ -22,7 +23,6 @@ use crate::ids::WorkerId;
 use crate::llm::Models;
 use crate::queue::sink::{EventSink, SinkMode};
 use crate::queue::{Claimed, Completion, Queue, RunRow};
-use crate::turns::RunInput;
 
 /// Executes claimed runs in this process.
 pub struct Executor {
