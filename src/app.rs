@@ -82,19 +82,21 @@ impl App {
     #[must_use]
     pub fn build(parts: AppParts) -> AppState {
         let config = parts.config;
-        let role = RoleSource::new(config.litefs_dir.as_deref());
+        let role = RoleSource::new(config.storage.litefs_dir.as_deref());
         let tasks = TaskTracker::new();
-        let settings =
-            QueueSettings { lease: Duration::from_secs(config.lease_s), max_attempts: config.max_attempts };
+        let settings = QueueSettings {
+            lease: Duration::from_secs(config.queue.lease_s),
+            max_attempts: config.queue.max_attempts,
+        };
         let queue = Arc::new(Queue::new(parts.db.clone(), parts.resolver, settings));
         let models = Arc::new(parts.models);
-        let toolbox = Arc::new(Toolbox::new(config.test_tools));
+        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
         let executor = Arc::new(Executor::new(
             Arc::clone(&queue),
             Arc::clone(&models),
             Arc::clone(&toolbox),
             tasks.clone(),
-            Duration::from_secs(config.tool_timeout_s),
+            Duration::from_secs(config.agent.tool_timeout_s),
         ));
         let turns = Turns::new(TurnsParts {
             db: parts.db.clone(),
@@ -102,7 +104,7 @@ impl App {
             models: Arc::clone(&models),
             toolbox,
             executor: Arc::clone(&executor),
-            max_steps: config.max_steps,
+            max_steps: config.agent.max_steps,
         });
         let auth = Authenticator::new(
             parts.db.clone(),
@@ -111,8 +113,8 @@ impl App {
                 default_org: parts.default_org,
                 static_key: parts.static_key,
                 jwt: parts.jwt,
-                limits: RateLimits::new(config.key_rpm, config.user_rpm),
-                require_user: config.require_user,
+                limits: RateLimits::new(config.auth.key_rpm, config.auth.user_rpm),
+                require_user: config.auth.require_user,
             },
         );
         AppState(Arc::new(Self {

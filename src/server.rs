@@ -19,7 +19,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as one router: routes, state and layers.
 pub fn build_router(state: AppState) -> Router {
-    let max_body = state.config().max_body;
+    let max_body = state.config().http.max_body;
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(

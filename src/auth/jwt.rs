@@ -32,19 +32,23 @@ impl JwtVerifier {
     /// A message naming the setting when a key does not parse.
     pub fn from_config(config: &ServeConfig) -> Result<Option<Self>, String> {
         let mut keys = Vec::new();
-        if let Some(secret) = &config.jwt_secret {
+        if let Some(secret) = &config.auth.jwt_secret {
             if secret.expose().len() < 16 {
                 return Err("HEARTH_JWT_SECRET must be at least 16 characters".into());
             }
             keys.push((Algorithm::HS256, DecodingKey::from_secret(secret.expose().as_bytes())));
         }
-        if let Some(pem) = &config.jwt_public_key {
+        if let Some(pem) = &config.auth.jwt_public_key {
             keys.push(public_key(pem)?);
         }
         if keys.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Self { keys, issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() }))
+        Ok(Some(Self {
+            keys,
+            issuer: config.auth.jwt_issuer.clone(),
+            audience: config.auth.jwt_audience.clone(),
+        }))
     }
 
     /// Verifies a token and returns its claims.

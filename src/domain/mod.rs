@@ -1,4 +1,4 @@
-//! Pure types and rules, no I/O: run statuses and transitions, event kinds, resolved profiles,
+//! Pure types and rules, no I/O: run statuses, event kinds and data, resolved profiles,
 //! the resolver's decision, chat messages, run outcomes and session statuses.
 
 pub mod event;

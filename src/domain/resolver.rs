@@ -129,6 +129,14 @@ impl ResolverRules {
                 return self.fallback(format!("failure-closed: could not read organization flags ({e})"));
             }
         };
+        // Flags are an object: any other JSON (a string, an array, a number, null) is malformed,
+        // and must not fall through to the ramp as if no flag were set.
+        let Some(features) = features.as_object() else {
+            let shown: String = features.to_string().chars().take(60).collect();
+            return self.fallback(format!(
+                "failure-closed: malformed organization features {shown} (not a JSON object)"
+            ));
+        };
         match features.get("runner_default") {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(runner)) if self.runners.contains(runner) => {
@@ -215,6 +223,21 @@ mod tests {
             let d = r.decide("org_a", &flags);
             assert_eq!(d.runner, "ts", "{flags:?}");
             assert!(d.reason.starts_with("failure-closed") && d.reason.contains(needle), "{}", d.reason);
+        }
+    }
+
+    #[test]
+    fn features_that_are_not_an_object_are_malformed_and_fail_closed_even_with_a_ramp() {
+        for ramp in [None, Some("go=100")] {
+            for features in [json!("go"), json!([]), json!(42), json!(null)] {
+                let d = rules(ramp).decide("org_a", &OrgFlags::Found(features.clone()));
+                assert_eq!(d.runner, "ts", "features {features} with ramp {ramp:?}: {}", d.reason);
+                assert!(
+                    d.reason.starts_with("failure-closed") && d.reason.contains("malformed"),
+                    "features {features} with ramp {ramp:?}: {}",
+                    d.reason
+                );
+            }
         }
     }
 

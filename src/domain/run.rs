@@ -1,4 +1,5 @@
-//! Run statuses (SPEC §2 strings) and the transitions allowed between them.
+//! Run statuses (SPEC §2 strings). The transitions between them are enforced where they happen:
+//! each `UPDATE` of `db/runs.rs` names the statuses it moves a run from in its `WHERE`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -46,19 +47,6 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
-
-    /// Whether a run may go from `self` to `next`. A re-queue (claimed/running → queued) is a
-    /// retry after a lost worker; terminal statuses never change.
-    #[must_use]
-    pub fn can_become(self, next: Self) -> bool {
-        use RunStatus::{Cancelled, Claimed, Completed, Failed, Queued, Running};
-        matches!(
-            (self, next),
-            (Queued, Claimed | Cancelled | Failed)
-                | (Claimed, Running | Queued | Completed | Failed | Cancelled)
-                | (Running, Queued | Completed | Failed | Cancelled)
-        )
-    }
 }
 
 impl fmt::Display for RunStatus {
@@ -90,15 +78,5 @@ mod tests {
             assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
         }
         assert!("done".parse::<RunStatus>().is_err());
-    }
-
-    #[test]
-    fn terminal_statuses_are_final() {
-        for from in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(RunStatus::ALL.into_iter().all(|to| !from.can_become(to)));
-        }
-        assert!(RunStatus::Queued.can_become(RunStatus::Claimed));
-        assert!(!RunStatus::Queued.can_become(RunStatus::Running));
-        assert!(RunStatus::Running.can_become(RunStatus::Queued));
     }
 }

@@ -47,7 +47,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format; needs `Bearer HEARTH_METRICS_TOKEN` when set.
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.config().metrics_token {
+    if let Some(token) = &state.config().http.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::catalog::{Agent, Catalog};
+use crate::config::{Secret, UpstreamConfig};
 use crate::domain::message::{Message, ToolCall, ToolSpec};
 use route::Target;
 
@@ -131,6 +132,32 @@ pub struct ProviderSettings {
     pub read_timeout: std::time::Duration,
     /// Retries per target before the first byte.
     pub retries: u32,
+}
+
+impl ProviderSettings {
+    /// The providers the settings configure: one is configured when its key or base URL is set.
+    #[must_use]
+    pub fn from_config(config: &UpstreamConfig) -> Self {
+        let provider = |key: &Option<Secret>, url: &Option<String>, default: &str| {
+            (key.is_some() || url.is_some()).then(|| {
+                (
+                    url.clone().unwrap_or_else(|| default.to_owned()),
+                    key.as_ref().map(|k| k.expose().to_owned()),
+                )
+            })
+        };
+        Self {
+            openai: provider(&config.openai_api_key, &config.openai_base_url, "https://api.openai.com/v1"),
+            anthropic: provider(
+                &config.anthropic_api_key,
+                &config.anthropic_base_url,
+                "https://api.anthropic.com",
+            ),
+            connect_timeout: std::time::Duration::from_secs(config.upstream_connect_timeout_s),
+            read_timeout: std::time::Duration::from_secs(config.upstream_timeout_s),
+            retries: config.upstream_retries,
+        }
+    }
 }
 
 impl Models {

@@ -18,12 +18,6 @@ impl Resolver {
         Self { rules: std::sync::Arc::new(rules) }
     }
 
-    /// The rules.
-    #[must_use]
-    pub fn rules(&self) -> &ResolverRules {
-        &self.rules
-    }
-
     /// Decides the runner for `org` with a connection the caller holds (inside the dispatch
     /// transaction, saving a round trip). Never fails: a read error resolves to the default.
     #[must_use]
@@ -32,24 +26,6 @@ impl Resolver {
             return self.rules.decide(org.as_str(), &OrgFlags::Missing);
         }
         let flags = match organizations::find_organization(conn, org) {
-            Ok(Some(org)) => OrgFlags::Found(org.features),
-            Ok(None) => OrgFlags::Missing,
-            Err(e) => {
-                tracing::warn!(error = %e, org.id = %org, "could not read runner flags; using the default runner");
-                OrgFlags::Error(e.to_string())
-            }
-        };
-        self.rules.decide(org.as_str(), &flags)
-    }
-
-    /// Decides the runner for `org`. Never fails: any problem reading the flags resolves to the
-    /// default runner, and `reason` says why.
-    pub async fn resolve(&self, db: &Db, org: &OrgId) -> Decision {
-        if !self.rules.flags_enabled {
-            return self.rules.decide(org.as_str(), &OrgFlags::Missing);
-        }
-        let id = org.clone();
-        let flags = match db.read(move |conn| organizations::find_organization(conn, &id)).await {
             Ok(Some(org)) => OrgFlags::Found(org.features),
             Ok(None) => OrgFlags::Missing,
             Err(e) => {
@@ -82,11 +58,15 @@ mod tests {
         let stored = org.clone();
         db.write(move |c| organizations::insert_organization(c, &stored)).await.unwrap();
         let resolver = Resolver::new(rules());
-        assert_eq!(resolver.resolve(&db, &org.id).await.runner, "go");
-        assert!(resolver.resolve(&db, &OrgId::new()).await.reason.contains("not found"));
+        let decide = |org: OrgId| {
+            let resolver = resolver.clone();
+            db.read(move |c| Ok(resolver.decide_with(c, &org)))
+        };
+        assert_eq!(decide(org.id.clone()).await.unwrap().runner, "go");
+        assert!(decide(OrgId::new()).await.unwrap().reason.contains("not found"));
         // Break the table under the resolver: a database error must yield the default runner.
         db.write(|c| Ok(c.execute_batch("ALTER TABLE organizations RENAME TO gone")?)).await.unwrap();
-        let decision = resolver.resolve(&db, &org.id).await;
+        let decision = decide(org.id.clone()).await.unwrap();
         assert_eq!(decision.runner, "ts");
         assert!(decision.reason.starts_with("failure-closed: could not read"), "{}", decision.reason);
     }

@@ -1,0 +1,67 @@
+//! Settings of who may call: the static and admin keys, user JWTs, and rate limits.
+
+use clap::Args;
+
+use super::Secret;
+use super::parse::parse_bool;
+
+/// Credentials and identity: the service key, the admin token, user JWTs, rate limits.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct AuthConfig {
+    /// Static service API key accepted as `Authorization: Bearer …` for the `default`
+    /// organization (legacy alias: MESHI_RUNTIME_API_KEY). When set, first run creates no key.
+    #[arg(long, env = "GATEWAY_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// Admin token for the inspector and the admin API. When set, first run creates none.
+    #[arg(long, env = "HEARTH_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Secret of HS256 user JWTs in `X-Runtime-User`.
+    #[arg(long, env = "HEARTH_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RS256, ES256 or EdDSA) of user JWTs: the PEM text, or a path to a file.
+    #[arg(long, env = "HEARTH_JWT_PUBLIC_KEY", value_name = "PEM|PATH")]
+    pub jwt_public_key: Option<String>,
+
+    /// Required `iss` of user JWTs.
+    #[arg(long, env = "HEARTH_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of user JWTs.
+    #[arg(long, env = "HEARTH_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// Require the `X-Runtime-User` JWT on the chat and runs APIs.
+    #[arg(long, env = "HEARTH_REQUIRE_USER", value_name = "BOOL", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_user: bool,
+
+    /// Requests per minute per API key (off when unset).
+    #[arg(long, env = "HEARTH_KEY_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_rpm: Option<u32>,
+
+    /// Requests per minute per user (off when unset).
+    #[arg(long, env = "HEARTH_USER_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_rpm: Option<u32>,
+}
+
+impl AuthConfig {
+    /// The static API key: GATEWAY_API_KEY, else the legacy MESHI_RUNTIME_API_KEY.
+    ///
+    /// # Errors
+    /// When the legacy variable holds an invalid value.
+    pub fn static_api_key(&self) -> Result<Option<Secret>, String> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(key.clone()));
+        }
+        match std::env::var("MESHI_RUNTIME_API_KEY") {
+            Ok(value) => {
+                value.parse().map(Some).map_err(|e| format!("invalid value for MESHI_RUNTIME_API_KEY: {e}"))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
