@@ -1,4 +1,7 @@
-//! `App`: everything a request handler or background task needs, built once at start.
+//! `App`: the services a request handler or background task needs, built once at start.
+//!
+//! `App` sits above the services: it builds them and hands them to the transport (`http/`,
+//! `cli/serve.rs`). No service depends on it.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -8,19 +11,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::tools::{NoTools, TestTools, ToolExecutor};
+use crate::agent::tools::Toolbox;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::limits::RateLimits;
-use crate::auth::secret;
+use crate::auth::{AuthSettings, Authenticator};
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::ids::OrgId;
 use crate::llm::Models;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueSettings};
 use crate::replication::{Role, RoleSource};
 use crate::runner::Resolver;
+use crate::turns::{Turns, TurnsParts};
+use crate::worker::Executor;
 
-/// The application: configuration, storage and shared runtime handles.
+/// The application: configuration, storage, services and shared runtime handles.
 pub struct App {
     /// Settings of `hearth serve`, validated.
     config: ServeConfig,
@@ -30,10 +35,8 @@ pub struct App {
     metrics: PrometheusHandle,
     /// Where this node's role (standalone/primary/replica) is read from.
     role: RoleSource,
-    /// The `default` organization, used by the static API key.
-    default_org: OrgId,
-    /// SHA-256 of the static API key, when one is configured.
-    static_key_hash: Option<[u8; 32]>,
+    /// Authenticates API callers.
+    auth: Authenticator,
     /// Cancelled when the server begins shutting down; long-lived streams end on it.
     shutdown: CancellationToken,
     /// Every background task, so shutdown can wait for them.
@@ -41,17 +44,13 @@ pub struct App {
     /// When the process started.
     started: Instant,
     /// The run queue and its event hub.
-    queue: Queue,
+    queue: Arc<Queue>,
     /// The models requests may name.
-    models: Models,
-    /// Server-side tools.
-    tools: Arc<dyn ToolExecutor>,
-    /// The runner resolver.
-    resolver: Resolver,
-    /// User JWT verification, when a key is configured.
-    jwt: Option<JwtVerifier>,
-    /// Per-key and per-user rate limits.
-    limits: RateLimits,
+    models: Arc<Models>,
+    /// Executes runs in this process (the embedded worker's runs).
+    executor: Arc<Executor>,
+    /// Starts turns and reads runs and sessions.
+    turns: Turns,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -79,28 +78,58 @@ pub struct AppParts {
 }
 
 impl App {
-    /// Builds the state from its parts.
+    /// Builds the services from their parts.
     #[must_use]
     pub fn build(parts: AppParts) -> AppState {
-        let role = RoleSource::new(parts.config.storage.litefs_dir.as_deref());
-        let tools: Arc<dyn ToolExecutor> =
-            if parts.config.agent.test_tools { Arc::new(TestTools) } else { Arc::new(NoTools) };
+        let config = parts.config;
+        let role = RoleSource::new(config.storage.litefs_dir.as_deref());
+        let tasks = TaskTracker::new();
+        let settings = QueueSettings {
+            lease: Duration::from_secs(config.queue.lease_s),
+            max_attempts: config.queue.max_attempts,
+        };
+        let queue = Arc::new(Queue::new(parts.db.clone(), parts.resolver, settings));
+        let models = Arc::new(parts.models);
+        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
+        let executor = Arc::new(Executor::new(
+            Arc::clone(&queue),
+            Arc::clone(&models),
+            Arc::clone(&toolbox),
+            tasks.clone(),
+            Duration::from_secs(config.agent.tool_timeout_s),
+        ));
+        let turns = Turns::new(TurnsParts {
+            db: parts.db.clone(),
+            queue: Arc::clone(&queue),
+            models: Arc::clone(&models),
+            toolbox,
+            executor: Arc::clone(&executor),
+            max_steps: config.agent.max_steps,
+        });
+        let auth = Authenticator::new(
+            parts.db.clone(),
+            role.clone(),
+            AuthSettings {
+                default_org: parts.default_org,
+                static_key: parts.static_key,
+                jwt: parts.jwt,
+                limits: RateLimits::new(config.auth.key_rpm, config.auth.user_rpm),
+                require_user: config.auth.require_user,
+            },
+        );
         AppState(Arc::new(Self {
-            role,
-            queue: Queue::new(parts.db.clone(), Duration::from_secs(parts.config.queue.lease_s)),
-            models: parts.models,
-            tools,
-            resolver: parts.resolver,
-            jwt: parts.jwt,
-            limits: RateLimits::new(parts.config.auth.key_rpm, parts.config.auth.user_rpm),
-            static_key_hash: parts.static_key.map(|k| secret::hash(k.expose())),
-            config: parts.config,
+            config,
             db: parts.db,
             metrics: parts.metrics,
-            default_org: parts.default_org,
+            role,
+            auth,
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
             started: Instant::now(),
+            queue,
+            models,
+            executor,
+            turns,
         }))
     }
 
@@ -128,16 +157,10 @@ impl App {
         self.role.current()
     }
 
-    /// The `default` organization.
+    /// Authenticates API callers.
     #[must_use]
-    pub fn default_org(&self) -> &OrgId {
-        &self.default_org
-    }
-
-    /// SHA-256 of the static API key.
-    #[must_use]
-    pub fn static_key_hash(&self) -> Option<&[u8; 32]> {
-        self.static_key_hash.as_ref()
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
     }
 
     /// Cancelled at shutdown.
@@ -154,7 +177,7 @@ impl App {
 
     /// The run queue.
     #[must_use]
-    pub fn queue(&self) -> &Queue {
+    pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
     }
 
@@ -164,28 +187,16 @@ impl App {
         &self.models
     }
 
-    /// Server-side tools.
+    /// Executes runs in this process.
     #[must_use]
-    pub fn tools(&self) -> Arc<dyn ToolExecutor> {
-        Arc::clone(&self.tools)
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
     }
 
-    /// The runner resolver.
+    /// Starts turns and reads runs and sessions.
     #[must_use]
-    pub fn resolver(&self) -> &Resolver {
-        &self.resolver
-    }
-
-    /// User JWT verification, when configured.
-    #[must_use]
-    pub fn jwt(&self) -> Option<&JwtVerifier> {
-        self.jwt.as_ref()
-    }
-
-    /// Rate limits.
-    #[must_use]
-    pub fn limits(&self) -> &RateLimits {
-        &self.limits
+    pub fn turns(&self) -> &Turns {
+        &self.turns
     }
 
     /// Seconds since start.

@@ -10,19 +10,14 @@ pub mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::event::EventType;
+use crate::domain::event::{Emit, EventData, ToolFinished, ToolStarted};
 use crate::domain::message::{Message, Role, ToolCall, ToolSpec};
+use crate::domain::outcome::{ErrorCode, RunError};
 use crate::llm::{ChatModel, ModelError, ModelOptions, ModelOutput, ModelRequest, Usage};
 use tools::ToolExecutor;
-
-/// Where the loop reports its events (text deltas, tool progress, usage).
-pub trait Emit: Send + Sync {
-    /// Records one event.
-    fn emit(&self, kind: EventType, data: Value);
-}
 
 /// Everything one turn needs.
 pub struct Turn {
@@ -34,7 +29,7 @@ pub struct Turn {
     pub messages: Vec<Message>,
     /// Tools the client sent (handed back when called).
     pub client_tools: Vec<ToolSpec>,
-    /// Server-side tools.
+    /// This turn's server-side tools (chosen for its organization and user).
     pub server_tools: Arc<dyn ToolExecutor>,
     /// Names of the server-side tools this turn may use.
     pub allowed_tools: Vec<String>,
@@ -66,10 +61,8 @@ pub enum Outcome {
     },
     /// An error ended the turn.
     Failed {
-        /// What went wrong.
-        message: String,
-        /// A stable code (`max_steps_exceeded`, `upstream_error`, …).
-        code: &'static str,
+        /// What went wrong (`max_steps_exceeded`, `upstream_error`, …).
+        error: RunError,
         /// Usage so far.
         usage: Usage,
     },
@@ -112,7 +105,7 @@ pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -
             Err(e) => return model_failure(&e, usage),
         };
         usage.add(output.usage);
-        emit.emit(EventType::Usage, json!(output.usage));
+        emit.emit(EventData::Usage(output.usage));
         let (client, server): (Vec<ToolCall>, Vec<ToolCall>) = output
             .tool_calls
             .iter()
@@ -141,8 +134,10 @@ pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -
         }
     }
     Outcome::Failed {
-        message: format!("the agent reached max_steps ({}) without a final answer", turn.max_steps),
-        code: "max_steps_exceeded",
+        error: RunError::new(
+            ErrorCode::MaxStepsExceeded,
+            format!("the agent reached max_steps ({}) without a final answer", turn.max_steps),
+        ),
         usage,
     }
 }
@@ -154,7 +149,7 @@ async fn call_model(
 ) -> Result<ModelOutput, ModelError> {
     let deltas = |text: &str| {
         if !text.is_empty() {
-            emit.emit(EventType::TextDelta, json!({"text": text}));
+            emit.emit(EventData::text(text));
         }
     };
     model.complete(request, &deltas).await
@@ -162,19 +157,20 @@ async fn call_model(
 
 fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
     let code = match error {
-        ModelError::Timeout(_) => "upstream_timeout",
-        _ => "upstream_error",
+        ModelError::Timeout(_) => ErrorCode::UpstreamTimeout,
+        _ => ErrorCode::UpstreamError,
     };
-    Outcome::Failed { message: error.to_string(), code, usage }
+    Outcome::Failed { error: RunError::new(code, error.to_string()), usage }
 }
 
 /// Runs server-side calls in parallel, each under the timeout; returns the tool messages.
 async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Message> {
     let futures = calls.iter().map(|call| async move {
-        emit.emit(
-            EventType::ToolStarted,
-            json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
-        );
+        emit.emit(EventData::ToolStarted(ToolStarted {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            arguments: call.arguments.clone(),
+        }));
         let result = if turn.allowed_tools.contains(&call.name) {
             match serde_json::from_str::<Value>(&call.arguments) {
                 Ok(args) => tokio::time::timeout(turn.tool_timeout, turn.server_tools.call(&call.name, args))
@@ -189,10 +185,12 @@ async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Mess
             Ok(text) => (text, false),
             Err(text) => (format!("error: {text}"), true),
         };
-        emit.emit(
-            EventType::ToolFinished,
-            json!({"id": call.id, "name": call.name, "is_error": is_error, "result": text}),
-        );
+        emit.emit(EventData::ToolFinished(ToolFinished {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            is_error,
+            result: text.clone(),
+        }));
         Message { tool_call_id: Some(call.id.clone()), ..Message::text(Role::Tool, text) }
     });
     futures::future::join_all(futures).await
@@ -206,12 +204,14 @@ mod tests {
     use crate::agent::tools::TestTools;
     use crate::llm::echo::Echo;
 
+    use crate::domain::event::EventType;
+
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(EventType, Value)>>);
+    struct Recorder(Mutex<Vec<EventData>>);
 
     impl Emit for Recorder {
-        fn emit(&self, kind: EventType, data: Value) {
-            self.0.lock().unwrap().push((kind, data));
+        fn emit(&self, data: EventData) {
+            self.0.lock().unwrap().push(data);
         }
     }
 
@@ -222,7 +222,11 @@ mod tests {
             messages: vec![Message::text(Role::User, text)],
             client_tools: client_tools
                 .iter()
-                .map(|n| ToolSpec { name: (*n).into(), description: String::new(), parameters: json!({}) })
+                .map(|n| ToolSpec {
+                    name: (*n).into(),
+                    description: String::new(),
+                    parameters: serde_json::json!({}),
+                })
                 .collect(),
             server_tools: Arc::new(TestTools),
             allowed_tools: TestTools.specs().into_iter().map(|s| s.name).collect(),
@@ -243,7 +247,7 @@ mod tests {
         let Outcome::Completed { content, messages, .. } = out else { panic!("{out:?}") };
         assert_eq!(content, "pong");
         assert_eq!(messages.len(), 3); // assistant call, tool result, final answer
-        let kinds: Vec<EventType> = rec.0.lock().unwrap().iter().map(|(k, _)| *k).collect();
+        let kinds: Vec<EventType> = rec.0.lock().unwrap().iter().map(EventData::kind).collect();
         assert!(kinds.contains(&EventType::ToolStarted) && kinds.contains(&EventType::ToolFinished));
     }
 
@@ -273,9 +277,9 @@ mod tests {
         let out =
             run_turn(turn("call:test__loop {}", &[], 3), &Recorder::default(), &CancellationToken::new())
                 .await;
-        let Outcome::Failed { code, message, .. } = out else { panic!("{out:?}") };
-        assert_eq!(code, "max_steps_exceeded");
-        assert!(message.contains("max_steps (3)"));
+        let Outcome::Failed { error, .. } = out else { panic!("{out:?}") };
+        assert_eq!(error.code, ErrorCode::MaxStepsExceeded);
+        assert!(error.message.contains("max_steps (3)"));
     }
 
     #[tokio::test]

@@ -1,6 +1,9 @@
-//! Server-side tools: the executor interface the loop calls, and the test-only `test` tools.
+//! Server-side tools: the [`Toolbox`] that chooses a turn's tools, the executor interface the
+//! loop calls, and the test-only `test` tools.
 //!
-//! MCP servers plug in behind [`ToolExecutor`] (a later issue). The `test` tools exist only when
+//! Tools are chosen per turn: at dispatch, [`Toolbox::offered`] names the tools a profile gets;
+//! when the turn executes, [`Toolbox::for_turn`] gives the executor for that organization and
+//! user (MCP servers, a later issue, plug in here: their client sessions are per user). The `test` tools exist only when
 //! HEARTH_TEST_TOOLS is on: `test__echo` returns its `text`, `test__sleep` waits `ms`
 //! milliseconds (cancellable), `test__fail` fails with its `message`, and `test__loop` answers
 //! with a directive that makes the `echo` model call it again (to exercise `max_steps`).
@@ -10,7 +13,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use crate::catalog::Agent;
 use crate::domain::message::ToolSpec;
+use crate::ids::OrgId;
 
 /// The outcome of a tool call: its text, or an error text shown to the model as an error.
 pub type ToolResult = Result<String, String>;
@@ -22,6 +27,52 @@ pub trait ToolExecutor: Send + Sync {
 
     /// Calls `name` with `arguments`.
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, ToolResult>;
+}
+
+/// Who a turn's tools act for, and which of them its profile allows.
+#[derive(Debug, Clone)]
+pub struct TurnScope {
+    /// The organization.
+    pub org: OrgId,
+    /// The user, if the run has one.
+    pub user: Option<String>,
+}
+
+/// Chooses the server-side tools of each turn.
+pub struct Toolbox {
+    shared: std::sync::Arc<dyn ToolExecutor>,
+}
+
+impl Toolbox {
+    /// The tools of this process: the test tools when `test_tools` (HEARTH_TEST_TOOLS), else none.
+    #[must_use]
+    pub fn new(test_tools: bool) -> Self {
+        let shared: std::sync::Arc<dyn ToolExecutor> =
+            if test_tools { std::sync::Arc::new(TestTools) } else { std::sync::Arc::new(NoTools) };
+        Self { shared }
+    }
+
+    /// Names of the tools offered at dispatch: every tool for a plain model; only the agent's
+    /// servers' tools (`server__tool`) for an agent.
+    #[must_use]
+    pub fn offered(&self, agent: Option<&Agent>) -> Vec<String> {
+        let names = self.shared.specs().into_iter().map(|s| s.name);
+        match agent {
+            None => names.collect(),
+            Some(agent) => names
+                .filter(|n| {
+                    n.split_once("__")
+                        .is_some_and(|(server, _)| agent.mcp_servers.iter().any(|s| s == server))
+                })
+                .collect(),
+        }
+    }
+
+    /// The executor of one turn's tools, for `scope`.
+    #[must_use]
+    pub fn for_turn(&self, _scope: &TurnScope) -> std::sync::Arc<dyn ToolExecutor> {
+        std::sync::Arc::clone(&self.shared)
+    }
 }
 
 /// No server-side tools.

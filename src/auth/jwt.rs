@@ -3,8 +3,8 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
+use super::AuthError;
 use crate::config::ServeConfig;
-use crate::error::ApiError;
 
 /// Claims hearth reads from a user JWT.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,8 +55,9 @@ impl JwtVerifier {
     ///
     /// # Errors
     /// 401 for a malformed, unsigned, wrongly signed, expired or mis-addressed token.
-    pub fn verify(&self, token: &str) -> Result<UserClaims, ApiError> {
-        let unauthorized = |why: &str| ApiError::Unauthorized(format!("invalid X-Runtime-User token: {why}"));
+    pub fn verify(&self, token: &str) -> Result<UserClaims, AuthError> {
+        let unauthorized =
+            |why: &str| AuthError::Unauthorized(format!("invalid X-Runtime-User token: {why}"));
         let header =
             decode_header(token).map_err(|_| unauthorized("malformed or unsigned (alg none is refused)"))?;
         let (alg, key) = self

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::ApiError;
+use super::AuthError;
 
 /// The configured limits.
 pub struct RateLimits {
@@ -17,11 +17,11 @@ fn limiter(rpm: Option<u32>) -> Option<DefaultKeyedRateLimiter<String>> {
     rpm.and_then(NonZeroU32::new).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
 }
 
-fn check(limiter: Option<&DefaultKeyedRateLimiter<String>>, key: &str, what: &str) -> Result<(), ApiError> {
+fn check(limiter: Option<&DefaultKeyedRateLimiter<String>>, key: &str, what: &str) -> Result<(), AuthError> {
     let Some(limiter) = limiter else { return Ok(()) };
     limiter.check_key(&key.to_owned()).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ApiError::RateLimited {
+        AuthError::RateLimited {
             message: format!("too many requests for this {what}"),
             retry_after: wait.as_secs() + 1,
         }
@@ -38,8 +38,8 @@ impl RateLimits {
     /// Counts one request of `key` (and `user`); 429 when over a limit.
     ///
     /// # Errors
-    /// [`ApiError::RateLimited`] with the seconds to wait.
-    pub fn check(&self, key: &str, user: Option<&str>) -> Result<(), ApiError> {
+    /// [`AuthError::RateLimited`] with the seconds to wait.
+    pub fn check(&self, key: &str, user: Option<&str>) -> Result<(), AuthError> {
         check(self.per_key.as_ref(), key, "API key")?;
         match user {
             Some(user) => check(self.per_user.as_ref(), user, "user"),

@@ -67,8 +67,17 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         jwt,
         models,
     });
-    if let Some(count) = embedded {
-        worker::start_embedded(&state, &default_runner, count).await?;
+    if let Some(capacity) = embedded {
+        worker::embedded::start(worker::embedded::Embedded {
+            queue: std::sync::Arc::clone(state.queue()),
+            executor: std::sync::Arc::clone(state.executor()),
+            runner: default_runner,
+            capacity,
+            heartbeat: Duration::from_secs(state.config().queue.heartbeat_s),
+            shutdown: state.shutdown().clone(),
+            tasks: state.tasks().clone(),
+        })
+        .await?;
     }
     tracing::info!(
         addr = %local,

@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use rusqlite::{Connection, params};
 
 use super::{DbError, JsonText, ROWS_PER_INSERT, RowsInsert};
-use crate::domain::event::{EventType, RunEvent};
+use crate::domain::event::{EventData, EventType, RunEvent};
 use crate::ids::RunId;
 
 /// `?1` the run; a row's own: seq, type, data, created_at.
@@ -32,7 +32,7 @@ pub fn insert_events<E: Borrow<RunEvent>>(
         stmt.raw_bind_parameter(1, run)?;
         for (i, e) in chunk.iter().map(Borrow::borrow).enumerate() {
             stmt.raw_bind_parameter(INSERT.param(i, 0), e.seq)?;
-            stmt.raw_bind_parameter(INSERT.param(i, 1), e.kind.as_str())?;
+            stmt.raw_bind_parameter(INSERT.param(i, 1), e.kind().as_str())?;
             stmt.raw_bind_parameter(INSERT.param(i, 2), JsonText(&e.data))?;
             stmt.raw_bind_parameter(INSERT.param(i, 3), e.created_at)?;
         }
@@ -61,7 +61,7 @@ pub fn list_events_after(
     for row in rows {
         let (seq, kind, data, created_at) = row?;
         let kind: EventType = kind.parse().map_err(|e| DbError::Task(format!("stored event: {e}")))?;
-        out.push(RunEvent { seq, kind, data: serde_json::from_str(&data)?, created_at });
+        out.push(RunEvent { seq, data: EventData::from_stored(kind, &data)?, created_at });
     }
     Ok(out)
 }
@@ -107,8 +107,6 @@ pub fn read_slice(conn: &Connection, run: &RunId, after_seq: i64, limit: u32) ->
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -117,8 +115,7 @@ mod tests {
         let run = RunId::new();
         let event = |seq: i64, text: &str| RunEvent {
             seq,
-            kind: EventType::TextDelta,
-            data: json!({"text": text, "n": seq}),
+            data: EventData::text(format!("{text} {seq}")),
             created_at: 1_000 + seq,
         };
         // 19 events: statements of 8, 8 and 3 rows.

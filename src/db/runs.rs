@@ -5,10 +5,12 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{DbError, JsonText};
+use crate::domain::outcome::{RunError, RunOutput, Usage};
+use crate::domain::profile::ResolvedProfile;
 use crate::domain::run::RunStatus;
-use crate::ids::{OrgId, RunId, SessionId};
+use crate::ids::{OrgId, RunId, SessionId, WorkerId};
 
-/// A run row. JSON columns are kept as parsed values.
+/// A run row. JSON columns are read into their types; one that does not parse is an error.
 #[derive(Debug, Clone)]
 pub struct RunRow {
     /// `run_…`
@@ -24,9 +26,9 @@ pub struct RunRow {
     /// Stamped runner.
     pub runner: String,
     /// Stamped profile (shared: a run row is cloned on its way to the executor).
-    pub resolved_profile: Arc<serde_json::Value>,
+    pub resolved_profile: Arc<ResolvedProfile>,
     /// Worker holding it.
-    pub claimed_by: Option<String>,
+    pub claimed_by: Option<WorkerId>,
     /// Attempt number, from 1.
     pub attempt: i64,
     /// Unix ms.
@@ -36,12 +38,12 @@ pub struct RunRow {
     /// The turn's input as its stored JSON text (`runs::RunInput`): only the executor reads
     /// it, straight into its type, so it is never held as a `Value` tree.
     pub input: Arc<str>,
-    /// `{"content", "tool_calls"}` once completed.
-    pub output: Option<serde_json::Value>,
-    /// Token usage.
-    pub usage: Option<serde_json::Value>,
-    /// `{"message", "code"}` once failed.
-    pub error: Option<serde_json::Value>,
+    /// The answer, once completed.
+    pub output: Option<RunOutput>,
+    /// Token usage, once ended.
+    pub usage: Option<Usage>,
+    /// Why it failed or was cancelled.
+    pub error: Option<RunError>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -60,8 +62,15 @@ macro_rules! run_columns {
     };
 }
 
-fn json(text: Option<String>) -> Option<serde_json::Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
+/// Column `idx` holding JSON text (or NULL), read into `T`.
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<Option<T>> {
+    let Some(text) = row.get_ref(idx)?.as_str_or_null()? else { return Ok(None) };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -75,15 +84,21 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
             rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
         })?,
         runner: row.get(5)?,
-        resolved_profile: Arc::new(json(row.get(6)?).unwrap_or_default()),
+        resolved_profile: Arc::new(json_column(row, 6)?.ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                6,
+                rusqlite::types::Type::Null,
+                "no resolved profile".into(),
+            )
+        })?),
         claimed_by: row.get(7)?,
         attempt: row.get(8)?,
         lease_expires_at: row.get(9)?,
         cancel_requested: row.get::<_, i64>(10)? != 0,
         input: Arc::from(row.get::<_, String>(11)?),
-        output: json(row.get(12)?),
-        usage: json(row.get(13)?),
-        error: json(row.get(14)?),
+        output: json_column(row, 12)?,
+        usage: json_column(row, 13)?,
+        error: json_column(row, 14)?,
         created_at: row.get(15)?,
         claimed_at: row.get(16)?,
         started_at: row.get(17)?,
@@ -111,7 +126,7 @@ pub fn insert_run(conn: &Connection, run: &RunRow) -> Result<(), DbError> {
         run.user_id,
         run.status.as_str(),
         run.runner,
-        JsonText(&run.resolved_profile),
+        JsonText(&*run.resolved_profile),
         run.attempt,
         &*run.input,
         run.created_at,
@@ -168,7 +183,7 @@ pub fn runner_has_queued(conn: &Connection, runner: &str) -> Result<bool, DbErro
 pub fn claim_next_run(
     conn: &Connection,
     runner: &str,
-    worker: &str,
+    worker: &WorkerId,
     lease_expires_at: i64,
     now: i64,
 ) -> Result<Option<RunRow>, DbError> {
@@ -199,7 +214,7 @@ pub fn claim_next_run(
 pub fn mark_running(
     conn: &Connection,
     id: &RunId,
-    worker: &str,
+    worker: &WorkerId,
     attempt: i64,
     now: i64,
 ) -> Result<bool, DbError> {
@@ -218,11 +233,11 @@ pub struct Finish<'a> {
     /// `completed`, `failed` or `cancelled`.
     pub status: RunStatus,
     /// Output, if any.
-    pub output: Option<&'a serde_json::Value>,
+    pub output: Option<&'a RunOutput>,
     /// Usage, if any.
-    pub usage: Option<&'a serde_json::Value>,
+    pub usage: Option<&'a Usage>,
     /// Error, if any.
-    pub error: Option<&'a serde_json::Value>,
+    pub error: Option<&'a RunError>,
     /// Unix ms.
     pub at: i64,
 }
@@ -234,7 +249,7 @@ pub struct Finish<'a> {
 pub fn finish_held_run(
     conn: &Connection,
     id: &RunId,
-    worker: &str,
+    worker: &WorkerId,
     attempt: i64,
     finish: &Finish<'_>,
 ) -> Result<bool, DbError> {
@@ -293,7 +308,7 @@ pub fn request_cancel(conn: &Connection, id: &RunId, now: i64) -> Result<bool, D
 /// On a database failure.
 pub fn fail_exhausted_runs(
     conn: &Connection,
-    worker: &str,
+    worker: &WorkerId,
     max_attempts: i64,
     now: i64,
 ) -> Result<Vec<(RunId, SessionId, i64)>, DbError> {
@@ -314,7 +329,11 @@ pub fn fail_exhausted_runs(
 ///
 /// # Errors
 /// On a database failure.
-pub fn requeue_worker_runs(conn: &Connection, worker: &str, now: i64) -> Result<Vec<(RunId, i64)>, DbError> {
+pub fn requeue_worker_runs(
+    conn: &Connection,
+    worker: &WorkerId,
+    now: i64,
+) -> Result<Vec<(RunId, i64)>, DbError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = 'queued', claimed_by = NULL, lease_expires_at = NULL, attempt = attempt + 1,
                          updated_at = ?2
@@ -352,7 +371,7 @@ pub fn queue_depths(conn: &Connection) -> Result<Vec<(String, i64, i64)>, DbErro
 ///
 /// # Errors
 /// On a database failure.
-pub fn extend_leases(conn: &Connection, worker: &str, until: i64, now: i64) -> Result<usize, DbError> {
+pub fn extend_leases(conn: &Connection, worker: &WorkerId, until: i64, now: i64) -> Result<usize, DbError> {
     Ok(conn
         .prepare_cached(
             "UPDATE runs SET lease_expires_at = ?2, updated_at = ?3

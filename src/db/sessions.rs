@@ -6,6 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::{DbError, JsonText};
+use crate::domain::profile::ResolvedProfile;
+use crate::domain::session::SessionStatus;
 use crate::ids::{OrgId, SessionId};
 
 /// A session row.
@@ -18,11 +20,11 @@ pub struct SessionRow {
     /// Owner user (JWT `sub`), if the session was made with one.
     pub user_id: Option<String>,
     /// `idle` or `running`.
-    pub status: String,
+    pub status: SessionStatus,
     /// Runner of the latest dispatch.
     pub runner: Option<String>,
     /// Resolved profile of the latest dispatch.
-    pub resolved_profile: Arc<serde_json::Value>,
+    pub resolved_profile: Arc<ResolvedProfile>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -48,14 +50,19 @@ const LIST_BY_ORG: &str = select_session!(
 );
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
-    let profile: String = row.get(5)?;
+    let status: String = row.get(3)?;
+    let bad = |idx: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, what.into())
+    };
+    let profile = super::runs::json_column(row, 5)?.ok_or_else(|| bad(5, "no resolved profile".into()))?;
     Ok(SessionRow {
         id: row.get(0)?,
         organization_id: row.get(1)?,
         user_id: row.get(2)?,
-        status: row.get(3)?,
+        status: SessionStatus::parse(&status)
+            .ok_or_else(|| bad(3, format!("unknown session status `{status}`")))?,
         runner: row.get(4)?,
-        resolved_profile: Arc::new(serde_json::from_str(&profile).unwrap_or(serde_json::Value::Null)),
+        resolved_profile: Arc::new(profile),
         created_at: row.get(6)?,
         updated_at: row.get(7)?,
     })
@@ -75,9 +82,9 @@ pub fn insert_session(conn: &Connection, s: &SessionRow) -> Result<(), DbError> 
         s.id,
         s.organization_id,
         s.user_id,
-        s.status,
+        s.status.as_str(),
         s.runner,
-        JsonText(&s.resolved_profile),
+        JsonText(&*s.resolved_profile),
         s.created_at,
         s.updated_at
     ])?;
@@ -100,7 +107,7 @@ pub fn stamp_session(
     conn: &Connection,
     id: &SessionId,
     runner: &str,
-    profile: &serde_json::Value,
+    profile: &ResolvedProfile,
     at: i64,
 ) -> Result<(), DbError> {
     conn.prepare_cached(
@@ -155,9 +162,9 @@ mod tests {
             id: SessionId::new(),
             organization_id: org.parse().unwrap(),
             user_id: user.map(str::to_owned),
-            status: "idle".into(),
+            status: SessionStatus::Idle,
             runner: Some("ts".into()),
-            resolved_profile: std::sync::Arc::new(serde_json::json!({})),
+            resolved_profile: std::sync::Arc::new(crate::domain::profile::tests::profile("ts")),
             created_at: updated_at,
             updated_at,
         }

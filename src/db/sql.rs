@@ -49,12 +49,13 @@ impl RowsInsert {
     }
 }
 
-/// A JSON value bound as its text, written straight into one buffer (a `Value`'s `Display`
+/// A value bound as its JSON text, written straight into one buffer (a `Value`'s `Display`
 /// goes through the formatting machinery, write by write: ~7 % of a chat turn's instructions
-/// before this).
-pub struct JsonText<'a>(pub &'a serde_json::Value);
+/// before this). A value that does not serialize fails the statement: nothing is stored as
+/// `null` in its place.
+pub struct JsonText<'a, T: serde::Serialize + ?Sized = serde_json::Value>(pub &'a T);
 
-impl rusqlite::ToSql for JsonText<'_> {
+impl<T: serde::Serialize + ?Sized> rusqlite::ToSql for JsonText<'_, T> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         let text = serde_json::to_string(self.0)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;

@@ -7,15 +7,15 @@ use crate::ids::WorkerId;
 
 /// A worker as it registers.
 #[derive(Debug, Clone)]
-pub struct NewWorker<'a> {
+pub struct NewWorker {
     /// Unique name; re-registering under it replaces the old entry.
-    pub name: &'a str,
+    pub name: String,
     /// The runner pool it serves.
-    pub runtime: &'a str,
+    pub runtime: String,
     /// Its version.
-    pub version: &'a str,
+    pub version: String,
     /// Host it runs on.
-    pub hostname: &'a str,
+    pub hostname: String,
     /// Runs it executes at once.
     pub capacity: i64,
     /// Runs inside `hearth serve`.
@@ -26,10 +26,10 @@ pub struct NewWorker<'a> {
 ///
 /// # Errors
 /// On a database failure.
-pub fn upsert_worker(conn: &Connection, w: &NewWorker<'_>, now: i64) -> Result<WorkerId, DbError> {
+pub fn upsert_worker(conn: &Connection, w: &NewWorker, now: i64) -> Result<WorkerId, DbError> {
     let existing: Option<WorkerId> = conn
         .prepare_cached("SELECT id FROM workers WHERE name = ?1")?
-        .query_row([w.name], |r| r.get(0))
+        .query_row([&w.name], |r| r.get(0))
         .optional()?;
     let id = existing.unwrap_or_default();
     conn.prepare_cached(

@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::{RunError, RunOutcome, RunOutput, Usage};
 use super::run::RunStatus;
+use crate::ids::{SessionId, WorkerId};
 
 /// The type of a run event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,18 +107,237 @@ impl FromStr for EventType {
     }
 }
 
-/// An event of a run as stored: numbered from 1 within its run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An event of a run as stored: numbered from 1 within its run. On the wire and in the API:
+/// `{"seq", "type", "data", "created_at"}`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunEvent {
     /// Position in the run's log, from 1.
     pub seq: i64,
-    /// What happened.
-    #[serde(rename = "type")]
-    pub kind: EventType,
-    /// Details, by type.
-    pub data: serde_json::Value,
+    /// What happened, with its details.
+    pub data: EventData,
     /// Unix ms.
     pub created_at: i64,
+}
+
+impl RunEvent {
+    /// The event's type.
+    #[must_use]
+    pub fn kind(&self) -> EventType {
+        self.data.kind()
+    }
+}
+
+impl Serialize for RunEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("RunEvent", 4)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.serialize_field("type", &self.kind())?;
+        out.serialize_field("data", &self.data)?;
+        out.serialize_field("created_at", &self.created_at)?;
+        out.end()
+    }
+}
+
+/// What a run event says, by type. Serialized alone, it is the event's `data` object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData {
+    /// `run.queued`.
+    Queued(Queued),
+    /// `run.started`.
+    Started(Started),
+    /// `text.delta`.
+    TextDelta(TextDelta),
+    /// `tool.started`.
+    ToolStarted(ToolStarted),
+    /// `tool.finished`.
+    ToolFinished(ToolFinished),
+    /// `usage`: one model call's token counts.
+    Usage(Usage),
+    /// `run.completed`.
+    Completed(Completed),
+    /// `run.failed`.
+    Failed(Ended),
+    /// `run.cancelled`.
+    Cancelled(Ended),
+}
+
+/// `run.queued`: the runner it waits for, in which session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// The runner stamped at dispatch.
+    pub runner: String,
+    /// The run's session.
+    pub session_id: SessionId,
+}
+
+/// `run.started`: who executes which attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// The attempt, from 1.
+    pub attempt: i64,
+}
+
+/// `text.delta`: a piece of the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextDelta {
+    /// The text.
+    pub text: String,
+}
+
+/// `tool.started`: a server-side tool call began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolStarted {
+    /// The call's id.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its arguments, as the model wrote them.
+    pub arguments: String,
+}
+
+/// `tool.finished`: a server-side tool call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolFinished {
+    /// The call's id.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Whether the result is an error shown to the model as one.
+    #[serde(default)]
+    pub is_error: bool,
+    /// The result's text.
+    #[serde(default)]
+    pub result: String,
+}
+
+/// `run.completed`: the answer, the run's usage, and the time spent upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The answer.
+    pub output: RunOutput,
+    /// Usage of every model call.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Time spent waiting on upstream model calls, in ms.
+    #[serde(default)]
+    pub upstream_ms: f64,
+}
+
+/// `run.failed` and `run.cancelled`: always `{"error": {"message", "code"}, "usage"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ended {
+    /// Why.
+    #[serde(default)]
+    pub error: RunError,
+    /// Usage up to the end.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Time spent waiting on upstream model calls, in ms.
+    #[serde(default)]
+    pub upstream_ms: f64,
+}
+
+impl Ended {
+    /// An end with `error` and no usage.
+    #[must_use]
+    pub fn new(error: RunError) -> Self {
+        Self { error, usage: Usage::default(), upstream_ms: 0.0 }
+    }
+}
+
+impl EventData {
+    /// The event's type.
+    #[must_use]
+    pub fn kind(&self) -> EventType {
+        match self {
+            Self::Queued(_) => EventType::Queued,
+            Self::Started(_) => EventType::Started,
+            Self::TextDelta(_) => EventType::TextDelta,
+            Self::ToolStarted(_) => EventType::ToolStarted,
+            Self::ToolFinished(_) => EventType::ToolFinished,
+            Self::Usage(_) => EventType::Usage,
+            Self::Completed(_) => EventType::Completed,
+            Self::Failed(_) => EventType::Failed,
+            Self::Cancelled(_) => EventType::Cancelled,
+        }
+    }
+
+    /// A text delta.
+    #[must_use]
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::TextDelta(TextDelta { text: text.into() })
+    }
+
+    /// The terminal event of a run that failed, or was cancelled when `status` says so.
+    #[must_use]
+    pub fn ended(status: RunStatus, end: Ended) -> Self {
+        if status == RunStatus::Cancelled { Self::Cancelled(end) } else { Self::Failed(end) }
+    }
+
+    /// The terminal event of `outcome`: always `{"output", "usage", "upstream_ms"}` or
+    /// `{"error", "usage", "upstream_ms"}`.
+    #[must_use]
+    pub fn terminal(outcome: RunOutcome, usage: Usage, upstream_ms: f64) -> Self {
+        match outcome {
+            RunOutcome::Completed(output) => Self::Completed(Completed { output, usage, upstream_ms }),
+            RunOutcome::Failed(error) => Self::Failed(Ended { error, usage, upstream_ms }),
+            RunOutcome::Cancelled(error) => Self::Cancelled(Ended { error, usage, upstream_ms }),
+        }
+    }
+
+    /// The outcome a terminal event records (`None` for other events).
+    #[must_use]
+    pub fn outcome(&self) -> Option<RunOutcome> {
+        match self {
+            Self::Completed(c) => Some(RunOutcome::Completed(c.output.clone())),
+            Self::Failed(e) => Some(RunOutcome::Failed(e.error.clone())),
+            Self::Cancelled(e) => Some(RunOutcome::Cancelled(e.error.clone())),
+            _ => None,
+        }
+    }
+
+    /// Reads the stored `data` of an event of type `kind`.
+    ///
+    /// # Errors
+    /// When the text is not that type's data.
+    pub fn from_stored(kind: EventType, data: &str) -> serde_json::Result<Self> {
+        Ok(match kind {
+            EventType::Queued => Self::Queued(serde_json::from_str(data)?),
+            EventType::Started => Self::Started(serde_json::from_str(data)?),
+            EventType::TextDelta => Self::TextDelta(serde_json::from_str(data)?),
+            EventType::ToolStarted => Self::ToolStarted(serde_json::from_str(data)?),
+            EventType::ToolFinished => Self::ToolFinished(serde_json::from_str(data)?),
+            EventType::Usage => Self::Usage(serde_json::from_str(data)?),
+            EventType::Completed => Self::Completed(serde_json::from_str(data)?),
+            EventType::Failed => Self::Failed(serde_json::from_str(data)?),
+            EventType::Cancelled => Self::Cancelled(serde_json::from_str(data)?),
+        })
+    }
+}
+
+impl Serialize for EventData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Queued(d) => d.serialize(s),
+            Self::Started(d) => d.serialize(s),
+            Self::TextDelta(d) => d.serialize(s),
+            Self::ToolStarted(d) => d.serialize(s),
+            Self::ToolFinished(d) => d.serialize(s),
+            Self::Usage(d) => d.serialize(s),
+            Self::Completed(d) => d.serialize(s),
+            Self::Failed(d) | Self::Cancelled(d) => d.serialize(s),
+        }
+    }
+}
+
+/// Where a running turn reports its events (text deltas, tool progress, usage): the queue's
+/// event sink in a worker, a recorder in tests.
+pub trait Emit: Send + Sync {
+    /// Records one event.
+    fn emit(&self, data: EventData);
 }
 
 #[cfg(test)]
@@ -130,5 +351,24 @@ mod tests {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         assert_eq!(EventType::ALL.iter().filter(|k| k.is_terminal()).count(), 3);
+    }
+
+    #[test]
+    fn every_stored_shape_reads_back_and_ends_carry_error_and_usage() {
+        let ended = Ended::new(RunError::new(crate::domain::outcome::ErrorCode::Cancelled, "stop"));
+        let data = EventData::ended(RunStatus::Cancelled, ended);
+        let text = serde_json::to_string(&data).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["error"], serde_json::json!({"message": "stop", "code": "cancelled"}));
+        assert_eq!(value["usage"]["total_tokens"], 0);
+        assert_eq!(EventData::from_stored(EventType::Cancelled, &text).unwrap(), data);
+        // A cancelled event written by an older hearth (`{"reason"}`) still reads.
+        let old = EventData::from_stored(EventType::Cancelled, r#"{"reason":"cancelled before it started"}"#);
+        assert!(matches!(old, Ok(EventData::Cancelled(_))));
+        let event = RunEvent { seq: 4, data: EventData::text("hi"), created_at: 9 };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({"seq": 4, "type": "text.delta", "data": {"text": "hi"}, "created_at": 9})
+        );
     }
 }

@@ -31,3 +31,21 @@ pub struct ResolvedProfile {
     /// Why this runner: flag, ramp, default, or failure-closed and why.
     pub runner_reason: String,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A profile for tests of other modules.
+    pub(crate) fn profile(runner: &str) -> ResolvedProfile {
+        ResolvedProfile {
+            runner: runner.into(),
+            model: "echo".into(),
+            provider: "echo".into(),
+            tools: Vec::new(),
+            max_steps: 8,
+            auth_mode: AuthMode::ApiKey,
+            runner_reason: "default".into(),
+        }
+    }
+}

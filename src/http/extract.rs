@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// JSON body; a malformed or oversized body is an OpenAI-shaped 400/413.
 pub struct Json<T>(pub T);

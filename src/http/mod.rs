@@ -1,5 +1,7 @@
 //! The HTTP API: health and metrics, and the OpenAI-dialect `/v1` routes.
 
+pub mod auth;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod models;
@@ -12,7 +14,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Every API route (not yet with state or layers).
 pub fn router() -> Router<AppState> {

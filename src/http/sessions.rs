@@ -5,13 +5,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
+use super::error::ApiError;
 use super::extract::{Path, Query};
-use super::runs::{run_json, visible};
+use super::runs::run_json;
 use crate::app::AppState;
-use crate::auth::Caller;
-use crate::db::{messages, runs, sessions};
-use crate::error::ApiError;
-use crate::ids::SessionId;
 
 /// Query of `GET /v1/sessions`.
 #[derive(Debug, Deserialize)]
@@ -32,11 +30,7 @@ pub async fn list_sessions(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid(Some("limit"), "limit must be between 1 and 100"));
     }
-    let (org, user, before) = (principal.org.clone(), principal.user.clone(), query.before);
-    let rows = state
-        .db()
-        .read(move |conn| sessions::list_sessions(conn, &org, user.as_deref(), before, limit))
-        .await?;
+    let rows = state.turns().list_sessions(&principal, query.before, limit).await?;
     let next_before = (rows.len() == limit as usize).then(|| rows.last().map(|s| s.updated_at)).flatten();
     Ok(axum::Json(json!({"object": "list", "data": rows, "next_before": next_before})).into_response())
 }
@@ -47,23 +41,10 @@ pub async fn get_session(
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found(format!("no session `{id}`"));
-    let session_id: SessionId = id.parse().map_err(|_| not_found())?;
-    let found = state
-        .db()
-        .read(move |conn| {
-            let Some(session) = sessions::find_session(conn, &session_id)? else { return Ok(None) };
-            let runs = runs::list_runs_by_session(conn, &session_id)?;
-            let messages = messages::list_messages(conn, &session_id)?;
-            Ok(Some((session, runs, messages)))
-        })
-        .await?;
-    let (session, runs, messages) = found
-        .filter(|(s, _, _)| visible(&principal, &s.organization_id, s.user_id.as_deref()))
-        .ok_or_else(not_found)?;
-    let mut view = json!(session);
+    let found = state.turns().get_session(&principal, &id).await?;
+    let mut view = json!(found.session);
     view["object"] = json!("session");
-    view["runs"] = json!(runs.iter().map(run_json).collect::<Vec<_>>());
-    view["messages"] = json!(messages);
+    view["runs"] = json!(found.runs.iter().map(run_json).collect::<Vec<_>>());
+    view["messages"] = json!(found.messages);
     Ok(axum::Json(view).into_response())
 }

@@ -19,11 +19,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Path, Query};
-use super::runs::load_run;
 use crate::app::AppState;
-use crate::auth::Caller;
-use crate::db::run_events::{self, Slice};
-use crate::error::ApiError;
+use crate::db::run_events::Slice;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
 use crate::ids::RunId;
 
 /// Most events in one response or SSE frame.
@@ -76,7 +75,7 @@ fn parse_offset(text: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 async fn read(state: &AppState, run: &RunId, after: i64) -> Result<Slice, ApiError> {
     let id = run.clone();
-    Ok(state.db().read(move |conn| run_events::read_slice(conn, &id, after, PAGE)).await?)
+    Ok(state.db().read(move |conn| crate::db::run_events::read_slice(conn, &id, after, PAGE)).await?)
 }
 
 fn stream_headers(headers: &mut HeaderMap, next: i64, up_to_date: bool, closed: bool, cursor: Option<&str>) {
@@ -100,7 +99,7 @@ pub async fn run_events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let run = load_run(&state, &principal, &id).await?;
+    let run = state.turns().find_run(&principal, &id).await?;
     let live = match query.live.as_deref() {
         None | Some("false" | "") => Live::No,
         Some("long-poll") => Live::LongPoll,
@@ -215,7 +214,7 @@ struct SseCursor {
     state: AppState,
     run: RunId,
     after: i64,
-    subscription: crate::queue::events::Subscription,
+    subscription: crate::queue::hub::Subscription,
     pending: std::collections::VecDeque<Event>,
     announced_up_to_date: bool,
     done: bool,

@@ -12,35 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Agent, Catalog};
 use crate::config::{Secret, UpstreamConfig};
 use crate::domain::message::{Message, ToolCall, ToolSpec};
 use route::Target;
 
-/// Sampling and output options passed through to a provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelOptions {
-    /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    /// Most tokens to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-    /// Stop sequences.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stop: Vec<String>,
-    /// OpenAI `response_format`, passed through.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<serde_json::Value>,
-    /// OpenAI `tool_choice`, passed through.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<serde_json::Value>,
-}
+pub use crate::domain::input::ModelOptions;
 
 /// One call of a model.
 #[derive(Debug, Clone)]
@@ -57,25 +35,7 @@ pub struct ModelRequest {
     pub stream: bool,
 }
 
-/// Token counts of a model call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Tokens read.
-    pub prompt_tokens: u64,
-    /// Tokens written.
-    pub completion_tokens: u64,
-    /// Their sum.
-    pub total_tokens: u64,
-}
-
-impl Usage {
-    /// Adds another call's usage.
-    pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-    }
-}
+pub use crate::domain::outcome::Usage;
 
 /// What a model call produced.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,18 +1,20 @@
 //! Dispatch: a turn becomes a queued run (and, for a new conversation, a session) in one
-//! transaction, with the runner and profile resolved inside it.
+//! transaction, with the runner resolved inside it and stamped on the run and its session.
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::drafts;
+use super::{Claimed, Dispatched, Queue, RunRow, claimed_line, dispatch_line, started_event};
 use crate::db::sessions::SessionRow;
 use crate::db::{DbError, messages, now_ms, run_events, runs, sessions, users};
-use crate::domain::event::{EventType, RunEvent};
+use crate::domain::event::{EventData, Queued, RunEvent};
+use crate::domain::profile::ResolvedProfile;
 use crate::domain::run::RunStatus;
-use crate::ids::{OrgId, RunId, SessionId};
-
-use super::{Claimed, RunRow};
+use crate::domain::session::SessionStatus;
+use crate::ids::{OrgId, RunId, SessionId, WorkerId};
+use crate::runner::Resolver;
 
 /// What to do when a new turn arrives for a session with a run in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -26,6 +28,7 @@ pub enum OnBusy {
 }
 
 /// A run to dispatch.
+#[derive(Debug)]
 pub struct NewRun {
     /// The run's id, chosen by the caller so it can follow the run before it exists.
     pub id: RunId,
@@ -37,33 +40,15 @@ pub struct NewRun {
     pub session: Option<SessionId>,
     /// Double-texting policy.
     pub on_busy: OnBusy,
-    /// Resolves the runner and the profile to stamp, inside the dispatch transaction.
-    pub stamp: Box<dyn FnOnce(&rusqlite::Connection) -> Stamp + Send>,
-    /// The turn's input, as JSON text (`runs::RunInput`).
+    /// The profile to stamp; dispatch fills in its runner and `runner_reason`.
+    pub profile: ResolvedProfile,
+    /// The turn's input, as JSON text (`turns::RunInput`).
     pub input: String,
     /// Nobody learns of the run before its first events are committed: the caller tells its
     /// client of it only then (a chat turn: streamed from its first committed event, or answered
     /// whole when it ends). With a new session and the in-process worker taking it, such a run
-    /// is stored with its first write of events ([`super::Queue::dispatch`]).
+    /// is stored with its first write of events ([`super::drafts`]).
     pub known_later: bool,
-}
-
-/// The runner and resolved profile stamped on a dispatched run and its session.
-#[derive(Debug, Clone, Default)]
-pub struct Stamp {
-    /// The runner.
-    pub runner: String,
-    /// The resolved profile.
-    pub profile: Value,
-}
-
-impl std::fmt::Debug for NewRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewRun")
-            .field("org", &self.org)
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Why a dispatch was refused.
@@ -71,13 +56,35 @@ impl std::fmt::Debug for NewRun {
 pub enum DispatchError {
     /// The session does not exist or is not the caller's.
     #[error("no session `{0}`")]
-    NoSession(String),
+    NoSession(SessionId),
     /// The session has a run in flight and `on_busy` is `reject`.
     #[error("session `{0}` has a run in flight (on_busy: reject)")]
-    Busy(String),
+    Busy(SessionId),
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// The runner and resolved profile stamped on a dispatched run and its session.
+#[derive(Debug, Clone)]
+pub(super) struct Stamp {
+    /// The runner.
+    pub runner: String,
+    /// The resolved profile, runner included.
+    pub profile: Arc<ResolvedProfile>,
+}
+
+/// Resolves the runner of `org` on `conn` (failure-closed) and stamps it on `profile`.
+pub(super) fn stamp(
+    resolver: &Resolver,
+    conn: &rusqlite::Connection,
+    org: &OrgId,
+    mut profile: ResolvedProfile,
+) -> Stamp {
+    let decision = resolver.decide_with(conn, org);
+    profile.runner.clone_from(&decision.runner);
+    profile.runner_reason = decision.reason;
+    Stamp { runner: decision.runner, profile: Arc::new(profile) }
 }
 
 /// An in-process worker with a free slot, offered to the dispatch transaction: it takes the run
@@ -86,7 +93,7 @@ pub(super) struct Taker {
     /// The runner it serves.
     pub runner: String,
     /// Its worker id.
-    pub worker: String,
+    pub worker: WorkerId,
     /// Lease length, in ms.
     pub lease_ms: i64,
     /// The free slot it takes the run with (given back when it does not).
@@ -95,168 +102,162 @@ pub(super) struct Taker {
 
 /// What the dispatch transaction stored: the run, its events, and the claim when an in-process
 /// worker took it in the same transaction.
-pub(super) struct Stored {
-    pub run: RunRow,
-    pub events: Vec<RunEvent>,
-    pub claimed: Option<(Claimed, OwnedSemaphorePermit)>,
+struct Stored {
+    run: RunRow,
+    events: Vec<RunEvent>,
+    claimed: Option<(Claimed, OwnedSemaphorePermit)>,
 }
 
-/// Dispatches `new` in the writer's transaction: resolves its runner and stores it (with its
-/// new session, or stamping the caller's), taken by `taker` when FIFO allows.
-pub(super) fn insert_dispatch(
+impl Queue {
+    /// Stores a run (and its session): taken at once by the in-process worker when it has a free
+    /// slot and may take it, else queued with a claimer woken. The run's first events are
+    /// published to live readers after the commit. A run nobody can learn of before its first
+    /// events ([`NewRun::known_later`]) is not written here at all when the in-process worker
+    /// takes it on a new session: see [`super::drafts`].
+    ///
+    /// # Errors
+    /// Unknown or foreign session, busy session with `reject`, or storage failure.
+    pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
+        let lease_ms = self.lease_ms();
+        let taker = self.local.get().and_then(|l| {
+            let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
+            Some(Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
+        });
+        let (new, resolved, taker) = if new.known_later && new.session.is_none() {
+            match self.try_defer(new, taker).await? {
+                Ok(dispatched) => return Ok(dispatched),
+                Err(not_deferred) => not_deferred,
+            }
+        } else {
+            (new, None, taker)
+        };
+        let resolver = self.resolver.clone();
+        let Stored { run, events, claimed: taken } = self
+            .db
+            .write(move |conn| {
+                let stamped = match resolved {
+                    Some(stamped) => stamped,
+                    None => stamp(&resolver, conn, &new.org, new.profile.clone()),
+                };
+                insert_dispatch(conn, new, stamped, taker)
+            })
+            .await??;
+        self.hub.publish(&run.id, Arc::from(events));
+        dispatch_line(&run);
+        match &taken {
+            Some((claimed, _)) => claimed_line(claimed),
+            None => self.waker(&run.runner).notify_one(),
+        }
+        Ok(Dispatched { run, taken })
+    }
+
+    /// Drafts a run the embedded worker takes at once, unstored ([`super::drafts`]); else gives
+    /// back the run with its runner resolved (no transaction, nothing written) and the taker.
+    async fn try_defer(
+        &self,
+        new: NewRun,
+        taker: Option<Taker>,
+    ) -> Result<Result<Dispatched, (NewRun, Option<Stamp>, Option<Taker>)>, DbError> {
+        let Some(t) = taker else { return Ok(Err((new, None, None))) };
+        // A read on the writer's connection: no transaction, a warm cache, nothing written.
+        let (resolver, org, profile, runner) =
+            (self.resolver.clone(), new.org.clone(), new.profile.clone(), t.runner.clone());
+        let (stamped, take) = self
+            .db
+            .read_on_writer(move |conn| {
+                let stamped = stamp(&resolver, conn, &org, profile);
+                let take = stamped.runner == runner && !runs::runner_has_queued(conn, &stamped.runner)?;
+                Ok((stamped, take))
+            })
+            .await?;
+        if !take {
+            // Not the embedded worker's to take at once: dispatched the usual way, on this stamp.
+            return Ok(Err((new, Some(stamped), Some(t))));
+        }
+        let deferred = drafts::defer_dispatch(new, stamped, &t, now_ms());
+        Ok(Ok(self.defer(deferred, t.slot)))
+    }
+}
+
+/// Dispatches `new` in the writer's transaction: stores it (with its new session, or stamping
+/// the caller's), taken by `taker` when FIFO allows.
+fn insert_dispatch(
     conn: &rusqlite::Connection,
-    mut new: NewRun,
+    new: NewRun,
+    stamp: Stamp,
     taker: Option<Taker>,
 ) -> Result<Result<Stored, DispatchError>, DbError> {
     let now = now_ms();
-    let resolve = std::mem::replace(&mut new.stamp, Box::new(|_| Stamp::default()));
-    let Stamp { runner, profile } = resolve(conn);
-    let profile = Arc::new(profile);
     if let Some(user) = &new.user {
         users::upsert_user(conn, &new.org, user, now)?;
     }
-    let mut existing = false;
+    let existing = new.session.is_some();
     let session_id = match &new.session {
         Some(id) => {
-            existing = true;
             let owned = sessions::find_session(conn, id)?
                 .filter(|s| s.organization_id == new.org && s.user_id == new.user);
             if owned.is_none() {
-                return Ok(Err(DispatchError::NoSession(id.to_string())));
+                return Ok(Err(DispatchError::NoSession(id.clone())));
             }
             if new.on_busy == OnBusy::Reject && runs::session_busy(conn, id)? {
-                return Ok(Err(DispatchError::Busy(id.to_string())));
+                return Ok(Err(DispatchError::Busy(id.clone())));
             }
+            sessions::stamp_session(conn, id, &stamp.runner, &stamp.profile, now)?;
             id.clone()
         }
         None => {
-            let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);
+            let session = new_session(&new.org, new.user.as_ref(), &stamp, now);
             sessions::insert_session(conn, &session)?;
             session.id
         }
     };
-    if existing {
-        sessions::stamp_session(conn, &session_id, &runner, &profile, now)?;
-    }
     // The in-process worker takes the run in this same transaction when it serves the runner,
     // no older run of the runner waits, and the session has nothing in flight (FIFO per session
     // and per runner hold exactly as if it had claimed from the queue).
     let taker = match taker {
         Some(t)
-            if t.runner == runner
+            if t.runner == stamp.runner
                 && !(existing && runs::session_busy(conn, &session_id)?)
-                && !runs::runner_has_queued(conn, &runner)? =>
+                && !runs::runner_has_queued(conn, &stamp.runner)? =>
         {
             Some(t)
         }
         _ => None,
     };
-    let (run, events) = draft_run(new, session_id, runner, profile, taker.as_ref(), now);
+    let (run, events) = draft_run(new, session_id, stamp, taker.as_ref(), now);
     runs::insert_run(conn, &run)?;
     run_events::insert_events(conn, &run.id, &events)?;
     let claimed = match taker {
         Some(t) => {
             let history = if existing { messages::list_messages(conn, &run.session_id)? } else { Vec::new() };
-            Some((Claimed { run: run.clone(), history, next_seq: 3, unstored: false }, t.slot))
+            let claimed =
+                Claimed { run: run.clone(), worker: t.worker, history, next_seq: 3, unstored: false };
+            Some((claimed, t.slot))
         }
         None => None,
     };
     Ok(Ok(Stored { run, events, claimed }))
 }
 
-/// A run taken at dispatch and not stored yet: its rows as they would have been written at
-/// dispatch, written with its first events — or with its outcome, when it ends first (see
-/// [`super::Queue::dispatch`]).
-#[derive(Debug, Clone)]
-pub(super) struct Deferred {
-    /// Its new session, `running`.
-    pub session: SessionRow,
-    /// The run, `running`, held by the in-process worker.
-    pub run: RunRow,
-    /// `run.queued` and `run.started`.
-    pub events: Vec<RunEvent>,
-}
-
-/// Drafts a run for a new session that `taker` takes at once, without writing anything: the
-/// same rows [`insert_dispatch`] would have stored.
-pub(super) fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64) -> Deferred {
-    let Stamp { runner, profile } = stamp;
-    let profile = Arc::new(profile);
-    let session = new_session(&new.org, new.user.as_ref(), &runner, &profile, now);
-    let (run, events) = draft_run(new, session.id.clone(), runner, profile, Some(taker), now);
-    Deferred { session, run, events }
-}
-
-/// Stores a deferred run as dispatch would have: its new session and the run, both `running`,
-/// with its dispatch events. The caller writes the run's first later events beside them.
-///
-/// # Errors
-/// On a database failure.
-pub(super) fn store_drafted(conn: &rusqlite::Connection, deferred: &Deferred) -> Result<(), DbError> {
-    let Deferred { session, run, events } = deferred;
-    if let Some(user) = &run.user_id {
-        users::upsert_user(conn, &run.organization_id, user, run.created_at)?;
-    }
-    sessions::insert_session(conn, session)?;
-    runs::insert_run(conn, run)?;
-    run_events::insert_events(conn, &run.id, events)
-}
-
-/// Stores a deferred run whole, in its final state, with its session (settled: `idle`), its
-/// dispatch events and `later` (its tail and terminal events): what dispatch and finish would
-/// have written in two transactions, written in one. The caller appends the turn's messages.
-///
-/// # Errors
-/// On a database failure.
-pub(super) fn store_whole(
-    conn: &rusqlite::Connection,
-    deferred: Deferred,
-    end: &runs::Finish<'_>,
-    later: &[RunEvent],
-) -> Result<RunRow, DbError> {
-    let Deferred { mut session, mut run, events } = deferred;
-    if let Some(user) = &run.user_id {
-        users::upsert_user(conn, &run.organization_id, user, run.created_at)?;
-    }
-    "idle".clone_into(&mut session.status);
-    session.updated_at = end.at;
-    sessions::insert_session(conn, &session)?;
-    run.status = end.status;
-    run.output = end.output.cloned();
-    run.usage = end.usage.cloned();
-    run.error = end.error.cloned();
-    run.finished_at = Some(end.at);
-    run.lease_expires_at = None;
-    runs::insert_run(conn, &run)?;
-    run_events::insert_events(conn, &run.id, &events.iter().chain(later).collect::<Vec<_>>())?;
-    Ok(run)
-}
-
-fn new_session(
-    org: &OrgId,
-    user: Option<&String>,
-    runner: &str,
-    profile: &Arc<Value>,
-    now: i64,
-) -> SessionRow {
+/// A new session, `running` its first run.
+pub(super) fn new_session(org: &OrgId, user: Option<&String>, stamp: &Stamp, now: i64) -> SessionRow {
     SessionRow {
         id: SessionId::new(),
         organization_id: org.clone(),
         user_id: user.cloned(),
-        status: "running".into(),
-        runner: Some(runner.to_owned()),
-        resolved_profile: Arc::clone(profile),
+        status: SessionStatus::Running,
+        runner: Some(stamp.runner.clone()),
+        resolved_profile: Arc::clone(&stamp.profile),
         created_at: now,
         updated_at: now,
     }
 }
 
 /// The run row and its first events: queued, or running when `taker` takes it.
-fn draft_run(
+pub(super) fn draft_run(
     new: NewRun,
     session_id: SessionId,
-    runner: String,
-    profile: Arc<Value>,
+    stamp: Stamp,
     taker: Option<&Taker>,
     now: i64,
 ) -> (RunRow, Vec<RunEvent>) {
@@ -266,8 +267,8 @@ fn draft_run(
         organization_id: new.org,
         user_id: new.user,
         status: RunStatus::Queued,
-        runner,
-        resolved_profile: profile,
+        runner: stamp.runner,
+        resolved_profile: stamp.profile,
         claimed_by: None,
         attempt: 1,
         lease_expires_at: None,
@@ -281,19 +282,15 @@ fn draft_run(
         started_at: None,
         finished_at: None,
     };
-    let mut events = vec![RunEvent {
-        seq: 1,
-        kind: EventType::Queued,
-        data: json!({"runner": run.runner, "session_id": run.session_id}),
-        created_at: now,
-    }];
+    let queued = Queued { runner: run.runner.clone(), session_id: run.session_id.clone() };
+    let mut events = vec![RunEvent { seq: 1, data: EventData::Queued(queued), created_at: now }];
     if let Some(taker) = taker {
         run.status = RunStatus::Running;
         run.claimed_by = Some(taker.worker.clone());
         run.lease_expires_at = Some(now.saturating_add(taker.lease_ms));
         run.claimed_at = Some(now);
         run.started_at = Some(now);
-        events.push(super::started_event(2, &taker.worker, 1, now));
+        events.push(started_event(2, &taker.worker, 1, now));
     }
     (run, events)
 }

@@ -9,6 +9,8 @@
 #[cfg(test)]
 mod auth;
 #[cfg(test)]
+mod chat;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod foundation;

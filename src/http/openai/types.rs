@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::message::{Message, Role, ToolCall, ToolSpec};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::llm::ModelOptions;
-use crate::runs::RunInput;
+use crate::turns::RunInput;
 
 /// `POST /v1/chat/completions` (and `POST /v1/runs`) body.
 #[derive(Debug, Deserialize)]

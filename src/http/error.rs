@@ -1,13 +1,18 @@
-//! The public error of every `/v1/*` answer, in OpenAI's shape, and its mapping from internals.
+//! The public error of every `/v1/*` answer, in OpenAI's shape, and its mapping from the
+//! services' own errors.
 //!
-//! `ApiError` variants name outcomes a client acts on differently. Internal failures become
-//! [`ApiError::Internal`] through `From`, which is the one place a 5xx cause is logged.
+//! `ApiError` variants name outcomes a client acts on differently. Every service error enum
+//! (`AuthError`, `TurnError`, `DbError`, …) becomes an `ApiError` here, through `From`, and
+//! nowhere else: this is the one place a 5xx cause is logged.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::domain::outcome::ErrorCode;
+use crate::turns::TurnError;
 
 /// An error answered to an API client as `{"error":{"message","type","param","code"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +152,46 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         tracing::error!(error = %error, "database failure while serving a request");
         Self::Internal
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthorized(message) => Self::Unauthorized(message),
+            AuthError::Forbidden(message) => Self::Forbidden(message),
+            AuthError::RateLimited { message, retry_after } => Self::RateLimited { message, retry_after },
+            AuthError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<TurnError> for ApiError {
+    fn from(error: TurnError) -> Self {
+        match error {
+            TurnError::UnknownModel(_) => {
+                Self::NotFound { message: error.to_string(), code: "model_not_found" }
+            }
+            TurnError::NoSession(_) | TurnError::NoRun(_) => Self::not_found(error.to_string()),
+            TurnError::Busy(_) => Self::Conflict(error.to_string()),
+            TurnError::Ended(end) => {
+                let message = end.error.message;
+                match end.error.code {
+                    ErrorCode::UpstreamTimeout => Self::UpstreamTimeout(message),
+                    ErrorCode::UpstreamError => Self::Upstream(message),
+                    ErrorCode::Cancelled => Self::Conflict(format!("the run was cancelled: {message}")),
+                    code => {
+                        tracing::warn!(message, code = %code, "chat run failed");
+                        Self::RunFailed(message)
+                    }
+                }
+            }
+            TurnError::Db(e) => e.into(),
+            TurnError::Unrecorded | TurnError::Encode(_) => {
+                tracing::error!(error = %error, "a turn failed inside hearth");
+                Self::Internal
+            }
+        }
     }
 }
 

@@ -1,0 +1,178 @@
+//! A chat turn: started as a run, then followed to its end — waited on (answered whole) or
+//! read event by event (streamed). A client that goes away cancels the run.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::TaskTracker;
+
+use super::{RunInput, Start, TurnError, Turns};
+use crate::auth::Principal;
+use crate::domain::event::{Completed, EventData, EventType, RunEvent};
+use crate::ids::{RunId, SessionId};
+use crate::queue::follow::Follower;
+use crate::queue::{Claimed, OnBusy, Queue, RunRow};
+use crate::worker::Executor;
+
+/// A chat turn under way.
+pub struct ChatTurn {
+    run: RunRow,
+    /// `None` once executed here (its terminal event returned).
+    how: Option<How>,
+    guard: CancelOnDrop,
+}
+
+/// Where the turn's outcome comes from.
+enum How {
+    /// Taken at dispatch and answered whole: executed on the caller's task when it waits.
+    Here(Arc<Executor>, Box<Claimed>, OwnedSemaphorePermit),
+    /// Executed elsewhere (a task of its own, or a worker): followed through its event log.
+    Follow(Follower),
+}
+
+impl Turns {
+    /// Starts a chat turn (continuing `session` when given). A streamed turn starts executing
+    /// at once; one answered whole that the in-process worker took runs when
+    /// [`ChatTurn::outcome`] is awaited. The run may be stored only with its first events
+    /// (`queue::drafts`): its caller answers only after them.
+    ///
+    /// # Errors
+    /// Unknown model or session, or a storage failure.
+    pub async fn start_chat(
+        &self,
+        principal: &Principal,
+        input: RunInput,
+        session: Option<SessionId>,
+    ) -> Result<ChatTurn, TurnError> {
+        let stream = input.stream;
+        // Follow the run before it exists: its first events are published as they commit.
+        let id = RunId::new();
+        let follower = Follower::fresh(self.db.clone(), self.queue.hub(), id.clone());
+        let start = Start { id, input, session, on_busy: OnBusy::Enqueue, known_later: true };
+        let dispatched = self.dispatch(principal, start).await?;
+        let mut guard = CancelOnDrop {
+            queue: Arc::clone(&self.queue),
+            tasks: self.executor.tasks().clone(),
+            run: Some(dispatched.run.clone()),
+        };
+        let how = match dispatched.taken {
+            Some((claimed, slot)) if !stream => {
+                // The executor records a cancel itself if the caller goes away.
+                guard.disarm();
+                How::Here(Arc::clone(&self.executor), Box::new(claimed), slot)
+            }
+            Some((claimed, slot)) => {
+                self.executor.spawn(claimed, slot);
+                How::Follow(follower)
+            }
+            None => How::Follow(follower),
+        };
+        Ok(ChatTurn { run: dispatched.run, how: Some(how), guard })
+    }
+}
+
+impl ChatTurn {
+    /// The run, as dispatched.
+    #[must_use]
+    pub fn run(&self) -> &RunRow {
+        &self.run
+    }
+
+    /// Waits for the turn's end: its answer, or the error it ended with.
+    ///
+    /// # Errors
+    /// [`TurnError::Ended`] when the run failed or was cancelled, or a storage failure.
+    pub async fn outcome(mut self) -> Result<Completed, TurnError> {
+        let terminal = match self.how.take() {
+            Some(How::Here(executor, claimed, slot)) => executor.execute_here(*claimed, slot).await,
+            Some(How::Follow(mut follower)) => loop {
+                match follower.next().await? {
+                    Some(event) if event.kind().is_terminal() => break Some(event),
+                    Some(_) => {}
+                    None => break None,
+                }
+            },
+            None => None,
+        };
+        self.guard.disarm();
+        ended(terminal.ok_or(TurnError::Unrecorded)?.data)
+    }
+
+    /// The turn's first events, up to its first text, tool start, or end — what a stream must
+    /// wait for before it answers, so a turn that fails before any output gets an error status.
+    ///
+    /// # Errors
+    /// [`TurnError::Ended`] when the run failed or was cancelled before any output.
+    pub async fn head(&mut self) -> Result<Vec<RunEvent>, TurnError> {
+        let mut head = Vec::new();
+        loop {
+            let Some(event) = self.next().await? else { return Err(TurnError::Unrecorded) };
+            let kind = event.kind();
+            if matches!(kind, EventType::Failed | EventType::Cancelled) {
+                return Err(ended(event.data).err().unwrap_or(TurnError::Unrecorded));
+            }
+            let substantive =
+                matches!(kind, EventType::TextDelta | EventType::ToolStarted) || kind.is_terminal();
+            head.push(event);
+            if substantive {
+                return Ok(head);
+            }
+        }
+    }
+
+    /// The turn's next event, `None` after its terminal one. A turn answered whole that the
+    /// in-process worker took is executed here first.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn next(&mut self) -> Result<Option<RunEvent>, TurnError> {
+        let event = match &mut self.how {
+            Some(How::Follow(follower)) => follower.next().await?,
+            Some(How::Here(..)) => match self.how.take() {
+                Some(How::Here(executor, claimed, slot)) => executor.execute_here(*claimed, slot).await,
+                _ => None,
+            },
+            None => None,
+        };
+        if event.as_ref().is_none_or(|e| e.kind().is_terminal()) {
+            self.guard.disarm();
+        }
+        Ok(event)
+    }
+}
+
+/// The answer of a terminal event, or the error it ended with.
+fn ended(data: EventData) -> Result<Completed, TurnError> {
+    match data {
+        EventData::Completed(completed) => Ok(completed),
+        EventData::Failed(end) | EventData::Cancelled(end) => Err(TurnError::Ended(Box::new(end))),
+        _ => Err(TurnError::Unrecorded),
+    }
+}
+
+/// Cancels the run if the client goes away before it ended.
+struct CancelOnDrop {
+    queue: Arc<Queue>,
+    tasks: TaskTracker,
+    run: Option<RunRow>,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.run = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            let queue = Arc::clone(&self.queue);
+            tracing::info!(run.id = %run.id, "client went away: cancelling the run");
+            self.tasks.spawn(async move {
+                if let Err(e) = queue.cancel(&run).await {
+                    tracing::warn!(error = %e, run.id = %run.id, "could not cancel the abandoned run");
+                }
+            });
+        }
+    }
+}
