@@ -168,15 +168,23 @@ mod tests {
                 }
             })
         };
-        let (mut largest, mut passes) = (0, 0);
+        let (mut seen, mut passes, mut restarts) = (0, 0, 0);
         while !writer.is_finished() {
             let (frames, _) = db.checkpoint(true).await.unwrap();
-            (largest, passes) = (largest.max(frames), passes + 1);
+            // A log only shrinks when it started over: frames are never removed from its end.
+            restarts += usize::from(frames < seen);
+            (seen, passes) = (frames, passes + 1);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         writer.await.unwrap();
-        // Each write adds at least one frame: a log that never started over would hold them all.
         assert!(passes > 4, "too few checkpoints ran ({passes}) to tell");
-        assert!(largest < writes / 2, "the WAL kept growing: {largest} frames after {writes} writes");
+        // How often it starts over under load depends on how the machine schedules the passes
+        // (a busy shared machine delays them); that it does, does not.
+        assert!(restarts > 0, "the WAL never started over in {passes} passes during {writes} writes");
+        // Once writes pause, one pass lets the next write start the log over from its beginning.
+        db.checkpoint(true).await.unwrap();
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", []).map(|_| ())?)).await.unwrap();
+        let (frames, _) = db.checkpoint(false).await.unwrap();
+        assert!(frames < 16, "the WAL did not start over after a quiet pass: {frames} frames");
     }
 }
