@@ -1,23 +1,24 @@
 //! `GET /v1/runs/{id}/events`: a run's event log over the Durable Streams read protocol.
 //!
-//! Offsets are event seqs: `offset=N` returns the events after seq N (`-1` and `0`: from the
-//! start; `now`: the tail), and `Stream-Next-Offset` is the seq of the last event returned.
-//! Plain GET answers a JSON array; `live=long-poll` waits up to 30 s (204 when nothing came);
-//! `live=sse` streams `data` and `control` frames, each `data` frame with `id:` = its next
-//! offset so `Last-Event-ID` resumes exactly there. Everything is read from SQLite, so a live
-//! read and a replay after a restart are the same.
+//! Offsets name the position after an event seq: `offset=X` returns the events after X (`-1`
+//! and `0`: from the start; `now`: the tail), and `Stream-Next-Offset` is the offset of the last
+//! event returned. Offsets handed out are zero-padded so they sort as text ([`offset`]); bare
+//! seqs are still read. Plain GET answers a JSON array; `live=long-poll` waits up to 30 s (204
+//! when nothing came); `live=sse` streams `data` and `control` frames ([`sse`]), each `data`
+//! frame with `id:` = its next offset so `Last-Event-ID` resumes exactly there. Everything is
+//! read from SQLite, so a live read and a replay after a restart are the same.
 
-use std::convert::Infallible;
+mod offset;
+mod sse;
+
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
 
+use self::offset::Start;
 use super::extract::{Path, Query};
 use super::runs::load_run;
 use crate::app::AppState;
@@ -38,7 +39,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Query of the events endpoint.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
-    /// `-1`, `0`, a seq, or `now`.
+    /// `-1`, `0`, `now`, an offset handed out, or a bare event seq.
     pub offset: Option<String>,
     /// `long-poll` or `sse`.
     pub live: Option<String>,
@@ -52,6 +53,17 @@ enum Live {
     Sse,
 }
 
+fn parse_live(live: Option<&str>) -> Result<Live, ApiError> {
+    match live {
+        None | Some("false" | "") => Ok(Live::No),
+        Some("long-poll") => Ok(Live::LongPoll),
+        Some("sse") => Ok(Live::Sse),
+        Some(other) => {
+            Err(ApiError::invalid(Some("live"), format!("live must be long-poll or sse, not `{other}`")))
+        }
+    }
+}
+
 /// The Durable Streams cursor: 20-second intervals since 2024-10-09, never going backwards.
 fn cursor(client: Option<&str>) -> String {
     const EPOCH_S: u64 = 1_728_432_000;
@@ -61,17 +73,10 @@ fn cursor(client: Option<&str>) -> String {
     interval.max(floor).to_string()
 }
 
-fn parse_offset(text: Option<&str>) -> Result<Option<i64>, ApiError> {
-    match text {
-        None | Some("-1" | "0") => Ok(Some(0)),
-        Some("now") => Ok(None),
-        Some(n) => n
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(Some("offset"), "offset must be -1, now, or an event seq")),
-    }
+/// Where the read starts: `Last-Event-ID` (an SSE reconnect) wins over `offset`; none is the start.
+fn start(query: &EventsQuery, headers: &HeaderMap) -> Result<Start, ApiError> {
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    last_event_id.or(query.offset.as_deref()).map_or(Ok(Start::After(0)), offset::parse)
 }
 
 async fn read(state: &AppState, run: &RunId, after: i64) -> Result<Slice, ApiError> {
@@ -80,7 +85,9 @@ async fn read(state: &AppState, run: &RunId, after: i64) -> Result<Slice, ApiErr
 }
 
 fn stream_headers(headers: &mut HeaderMap, next: i64, up_to_date: bool, closed: bool, cursor: Option<&str>) {
-    headers.insert("stream-next-offset", HeaderValue::from(next));
+    if let Ok(next) = HeaderValue::from_str(&offset::format(next)) {
+        headers.insert("stream-next-offset", next);
+    }
     if up_to_date {
         headers.insert("stream-up-to-date", HeaderValue::from_static("true"));
     }
@@ -101,27 +108,16 @@ pub async fn run_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = load_run(&state, &principal, &id).await?;
-    let live = match query.live.as_deref() {
-        None | Some("false" | "") => Live::No,
-        Some("long-poll") => Live::LongPoll,
-        Some("sse") => Live::Sse,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                Some("live"),
-                format!("live must be long-poll or sse, not `{other}`"),
-            ));
-        }
-    };
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let offset = parse_offset(last_event_id.or(query.offset.as_deref()))?;
-    let after = match offset {
-        Some(after) => after,
-        None => read(&state, &run.id, i64::MAX).await?.tail,
+    let live = parse_live(query.live.as_deref())?;
+    let start = start(&query, &headers)?;
+    let after = match start {
+        Start::After(after) => after,
+        Start::Tail => read(&state, &run.id, i64::MAX).await?.tail,
     };
     match live {
-        Live::No => catch_up(&state, &run.id, after, offset.is_none(), &headers).await,
+        Live::No => catch_up(&state, &run.id, after, start == Start::Tail, &headers).await,
         Live::LongPoll => long_poll(&state, &run.id, after, query.cursor.as_deref()).await,
-        Live::Sse => Ok(sse(state, run.id, after).into_response()),
+        Live::Sse => Ok(sse::stream(state, run.id, after).into_response()),
     }
 }
 
@@ -159,6 +155,23 @@ async fn catch_up(
     Ok(response)
 }
 
+/// A long-poll's answer to `slice` (read after `after`), or none to keep waiting.
+fn long_poll_answer(slice: &Slice, after: i64, cursor: &str, timed_out: bool) -> Option<Response> {
+    if let Some(last) = slice.events.last() {
+        let next = last.seq;
+        let up_to_date = next >= slice.tail;
+        let mut response = axum::Json(&slice.events).into_response();
+        stream_headers(response.headers_mut(), next, up_to_date, slice.closed && up_to_date, Some(cursor));
+        return Some(response);
+    }
+    if !(slice.closed || timed_out) {
+        return None;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    stream_headers(response.headers_mut(), after.max(slice.tail), true, slice.closed, Some(cursor));
+    Some(response)
+}
+
 async fn long_poll(
     state: &AppState,
     run: &RunId,
@@ -170,23 +183,8 @@ async fn long_poll(
     let cursor = cursor(client_cursor);
     loop {
         let slice = read(state, run, after).await?;
-        if let Some(last) = slice.events.last() {
-            let next = last.seq;
-            let up_to_date = next >= slice.tail;
-            let mut response = axum::Json(&slice.events).into_response();
-            stream_headers(
-                response.headers_mut(),
-                next,
-                up_to_date,
-                slice.closed && up_to_date,
-                Some(&cursor),
-            );
-            return Ok(response);
-        }
         let now = tokio::time::Instant::now();
-        if slice.closed || now >= deadline {
-            let mut response = StatusCode::NO_CONTENT.into_response();
-            stream_headers(response.headers_mut(), after.max(slice.tail), true, slice.closed, Some(&cursor));
+        if let Some(response) = long_poll_answer(&slice, after, &cursor, now >= deadline) {
             return Ok(response);
         }
         tokio::select! {
@@ -199,84 +197,4 @@ async fn long_poll(
             }
         }
     }
-}
-
-fn control(next: i64, up_to_date: bool, closed: bool) -> Event {
-    let mut body =
-        json!({"streamNextOffset": next.to_string(), "streamCursor": cursor(None), "upToDate": up_to_date});
-    if closed {
-        body["streamClosed"] = json!(true);
-    }
-    Event::default().event("control").data(body.to_string())
-}
-
-/// Where an SSE reader is.
-struct SseCursor {
-    state: AppState,
-    run: RunId,
-    after: i64,
-    subscription: crate::queue::events::Subscription,
-    pending: std::collections::VecDeque<Event>,
-    announced_up_to_date: bool,
-    done: bool,
-}
-
-impl SseCursor {
-    /// Produces the next frames: data read after `after`, or a wait for more.
-    async fn fill(&mut self) {
-        loop {
-            let Ok(slice) = read(&self.state, &self.run, self.after).await else {
-                // Already logged; end the stream so the client reconnects from its offset.
-                self.done = true;
-                return;
-            };
-            if let Some(last) = slice.events.last() {
-                let next = last.seq;
-                let up_to_date = next >= slice.tail;
-                let closed = slice.closed && up_to_date;
-                let data = serde_json::to_string(&slice.events).unwrap_or_else(|_| "[]".into());
-                self.pending.push_back(Event::default().event("data").id(next.to_string()).data(data));
-                self.pending.push_back(control(next, up_to_date, closed));
-                self.after = next;
-                self.announced_up_to_date = up_to_date;
-                self.done = closed;
-                return;
-            }
-            if slice.closed || !self.announced_up_to_date {
-                self.pending.push_back(control(self.after.max(slice.tail), true, slice.closed));
-                self.announced_up_to_date = true;
-                self.done = slice.closed;
-                return;
-            }
-            tokio::select! {
-                _ = self.subscription.receiver.changed() => {}
-                () = tokio::time::sleep(RECHECK) => {}
-                () = self.state.shutdown().cancelled() => {
-                    self.done = true;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn sse(state: AppState, run: RunId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let subscription = state.queue().hub().subscribe(&run);
-    let cursor = SseCursor {
-        state,
-        run,
-        after,
-        subscription,
-        pending: std::collections::VecDeque::new(),
-        announced_up_to_date: false,
-        done: false,
-    };
-    let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        if cursor.pending.is_empty() && !cursor.done {
-            cursor.fill().await;
-        }
-        let event = cursor.pending.pop_front()?;
-        Some((Ok(event), cursor))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
 }

@@ -31,7 +31,12 @@ struct SseReader {
 impl SseReader {
     /// Opens `GET /v1/runs/{id}/events?offset=OFFSET&live=sse`, optionally with `Last-Event-ID`.
     async fn open(api: &Api, id: &str, offset: &str, last_event_id: Option<&str>) -> Self {
-        let mut request = api.request(Method::GET, &format!("/v1/runs/{id}/events?offset={offset}&live=sse"));
+        Self::open_query(api, id, &format!("offset={offset}&live=sse"), last_event_id).await
+    }
+
+    /// Opens `GET /v1/runs/{id}/events?QUERY` (an SSE read), optionally with `Last-Event-ID`.
+    async fn open_query(api: &Api, id: &str, query: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = api.request(Method::GET, &format!("/v1/runs/{id}/events?{query}"));
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last);
         }
@@ -108,7 +113,7 @@ fn sse_events(frames: &[Frame]) -> Vec<Value> {
                 let batch = frame.json();
                 let batch = batch.as_array().expect("a data frame holds an array");
                 assert!(!batch.is_empty(), "empty data frame: {frame:?}");
-                let last_seq = batch.last().unwrap()["seq"].to_string();
+                let last_seq = offset(batch.last().unwrap()["seq"].as_i64().unwrap());
                 assert_eq!(
                     frame.id.as_deref(),
                     Some(last_seq.as_str()),
@@ -135,6 +140,11 @@ fn sse_events(frames: &[Frame]) -> Vec<Value> {
     assert_eq!(control["streamClosed"], true, "{control}");
     assert_eq!(control["upToDate"], true, "{control}");
     events
+}
+
+/// The offset handed out for the position after event `seq`: 20 zero-padded digits.
+fn offset(seq: i64) -> String {
+    format!("{seq:020}")
 }
 
 fn seqs(events: &[Value]) -> Vec<i64> {
@@ -166,7 +176,7 @@ async fn replay_from_the_start_numbers_events_from_1_and_closes_on_the_terminal_
         assert!(event["created_at"].as_i64().is_some_and(|t| t > 1_577_836_800_000), "{event}");
         assert!(event.get("data").is_some(), "{event}");
     }
-    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(n).as_str()));
     assert_eq!(header(&headers, "stream-up-to-date"), Some("true"));
     assert_eq!(header(&headers, "stream-closed"), Some("true"));
 
@@ -188,18 +198,18 @@ async fn offsets_resume_after_a_seq_and_now_reads_the_tail() {
     let (headers, rest) = api.events(&id, "offset=2").await;
     assert_eq!(rest, full[2..], "offset=2 returns the events after seq 2");
     assert!(seqs(&rest).iter().all(|s| *s > 2));
-    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(n).as_str()));
     assert_eq!(header(&headers, "stream-closed"), Some("true"));
 
     let (headers, none) = api.events(&id, &format!("offset={n}")).await;
     assert_eq!(none, Vec::<Value>::new());
-    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(n).as_str()));
     assert_eq!(header(&headers, "stream-up-to-date"), Some("true"));
     assert_eq!(header(&headers, "stream-closed"), Some("true"));
 
     let (headers, tail) = api.events(&id, "offset=now").await;
     assert_eq!(tail, Vec::<Value>::new());
-    assert_eq!(header(&headers, "stream-next-offset"), Some(n.to_string().as_str()));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(n).as_str()));
     assert_eq!(header(&headers, "stream-closed"), Some("true"));
 
     for bad in ["offset=abc", "offset=-2", "live=forever"] {
@@ -230,7 +240,7 @@ async fn long_poll_answers_at_once_when_an_event_arrives() {
 
     let (headers, tail) = api.events(id, "offset=now").await;
     assert_eq!(tail, Vec::<Value>::new());
-    assert_eq!(header(&headers, "stream-next-offset"), Some("1"));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(1).as_str()));
     assert_eq!(header(&headers, "stream-closed"), None, "a queued run's stream is open");
 
     // A long-poll waiting at the tail is answered as soon as the run is cancelled.
@@ -254,7 +264,7 @@ async fn long_poll_answers_at_once_when_an_event_arrives() {
     let events: Vec<Value> = response.json().await.unwrap();
     assert_eq!(types(&events), ["run.cancelled"], "{events:?}");
     assert_eq!(events[0]["seq"], 2);
-    assert_eq!(header(&headers, "stream-next-offset"), Some("2"));
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(2).as_str()));
     assert_eq!(header(&headers, "stream-closed"), Some("true"));
     assert!(header(&headers, "stream-cursor").is_some(), "{headers:?}");
 
@@ -268,7 +278,7 @@ async fn long_poll_answers_at_once_when_an_event_arrives() {
     assert_eq!(response.status(), 204);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     assert_eq!(header(response.headers(), "stream-closed"), Some("true"));
-    assert_eq!(header(response.headers(), "stream-next-offset"), Some("2"));
+    assert_eq!(header(response.headers(), "stream-next-offset"), Some(offset(2).as_str()));
 }
 
 #[tokio::test]
@@ -287,7 +297,7 @@ async fn long_poll_without_news_answers_204_after_its_wait() {
     // It waited (up to 30 s by the protocol) rather than answering at once.
     assert!(started.elapsed() >= Duration::from_secs(20), "{:?}", started.elapsed());
     let headers = response.headers();
-    assert_eq!(header(headers, "stream-next-offset"), Some("1"));
+    assert_eq!(header(headers, "stream-next-offset"), Some(offset(1).as_str()));
     assert_eq!(header(headers, "stream-up-to-date"), Some("true"));
     assert_eq!(header(headers, "stream-closed"), None);
     assert!(header(headers, "stream-cursor").is_some(), "{headers:?}");
@@ -342,7 +352,7 @@ async fn sse_reconnect_with_last_event_id_resumes_exactly_after_it() {
     drop(first);
     let last_id = data.id.clone().expect("data frames carry an id");
     let before: Vec<Value> = data.json().as_array().unwrap().clone();
-    assert_eq!(before.last().unwrap()["seq"].to_string(), last_id);
+    assert_eq!(offset(before.last().unwrap()["seq"].as_i64().unwrap()), last_id);
 
     let frames = SseReader::open(&api, id, "-1", Some(&last_id)).await.read_until_closed().await;
     let after = sse_events(&frames);
@@ -378,7 +388,7 @@ async fn a_finished_runs_stream_replays_identically_after_a_crash() {
         let (headers, replay) = api.events(id, "offset=-1").await;
         assert_eq!(&replay, events, "run {id}'s log changed across the crash");
         assert_eq!(header(&headers, "stream-closed"), Some("true"));
-        let n = events.len().to_string();
+        let n = offset(i64::try_from(events.len()).unwrap());
         assert_eq!(header(&headers, "stream-next-offset"), Some(n.as_str()));
         assert_eq!(&api.run(id).await, run, "run {id} changed across the crash");
         let frames = SseReader::open(&api, id, "-1", None).await.read_until_closed().await;
@@ -465,4 +475,80 @@ async fn a_whole_answer_has_openais_completion_shape() {
         (Some("function"), Some("get_weather"))
     );
     assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+}
+
+/// Starts a run and waits for it to end, however it ends; returns its id and its events.
+async fn ended_run(api: &Api, text: &str) -> (String, Vec<Value>) {
+    let run = api.start(&echo(text)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    api.wait_end(&id).await;
+    let events = api.all_events(&id).await;
+    (id, events)
+}
+
+/// Offsets handed to clients (`Stream-Next-Offset`, SSE `id:` and `streamNextOffset`) are 20
+/// zero-padded digits whose text order is the event order, across runs of fewer and more than
+/// 10 events; bare numbers (`offset=3`, `Last-Event-ID: 3`) are still read as seqs.
+#[tokio::test]
+async fn offsets_are_zero_padded_and_sort_as_text_in_event_order() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let nested = r#"call:test__echo {"text":"call:test__echo {\"text\":\"done\"}"}"#;
+    // (seq, offset) pairs handed out, from runs of different lengths and a live SSE read.
+    let mut handed: Vec<(i64, String)> = Vec::new();
+    let mut longest = (String::new(), Vec::new());
+    for text in ["short", r#"call:test__echo {"text":"once"}"#, nested, "call:test__loop {}"] {
+        let (id, events) = ended_run(&api, text).await;
+        let n = i64::try_from(events.len()).unwrap();
+        let (headers, _) = api.events(&id, "offset=-1").await;
+        handed.push((n, header(&headers, "stream-next-offset").unwrap().to_owned()));
+        if events.len() > longest.1.len() {
+            longest = (id, events);
+        }
+    }
+    let live = api.start(&echo(r#"call:test__sleep {"ms":500}"#)).await;
+    let frames =
+        SseReader::open(&api, live["id"].as_str().unwrap(), "-1", None).await.read_until_closed().await;
+    for frame in &frames {
+        let (seq, text) = match frame.event.as_str() {
+            "data" => {
+                (frame.json().as_array().unwrap().last().unwrap()["seq"].as_i64().unwrap(), frame.id.clone())
+            }
+            _ => {
+                let text = frame.json()["streamNextOffset"].as_str().map(str::to_owned);
+                (text.as_deref().unwrap().trim_start_matches('0').parse().unwrap_or(0), text)
+            }
+        };
+        handed.push((seq, text.expect("an offset")));
+    }
+
+    for (seq, text) in &handed {
+        assert_eq!(text, &offset(*seq), "offsets are 20 zero-padded digits");
+    }
+    assert!(handed.iter().any(|(s, _)| *s < 10) && handed.iter().any(|(s, _)| *s >= 10), "{handed:?}");
+    let mut by_text = handed.clone();
+    by_text.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut by_seq = handed.clone();
+    by_seq.sort_by_key(|(seq, _)| *seq);
+    assert_eq!(by_text, by_seq, "text order of offsets = event order");
+
+    // Input: bare numbers, padded offsets and the sentinels all still work.
+    let (id, full) = longest;
+    assert!(full.len() >= 10, "{full:?}");
+    let (_, bare) = api.events(&id, "offset=3").await;
+    let (_, padded) = api.events(&id, &format!("offset={}", offset(3))).await;
+    assert_eq!((&bare, &padded), (&full[3..].to_vec(), &full[3..].to_vec()));
+    let (_, from_zero) = api.events(&id, "offset=0").await;
+    assert_eq!(from_zero, full);
+    let (headers, tail) = api.events(&id, "offset=now").await;
+    assert!(tail.is_empty());
+    let n = i64::try_from(full.len()).unwrap();
+    assert_eq!(header(&headers, "stream-next-offset"), Some(offset(n).as_str()));
+    let frames = SseReader::open(&api, &id, "-1", Some("3")).await.read_until_closed().await;
+    assert_eq!(sse_events(&frames), full[3..], "Last-Event-ID: 3 (bare) resumes after seq 3");
+    for bad in ["+3", "3.0", "1e1", "123456789012345678901"] {
+        let response =
+            api.request(Method::GET, &format!("/v1/runs/{id}/events?offset={bad}")).send().await.unwrap();
+        assert_error(response, 400, "invalid_request").await;
+    }
 }
