@@ -73,10 +73,18 @@ fn cursor(client: Option<&str>) -> String {
     interval.max(floor).to_string()
 }
 
-/// Where the read starts: `Last-Event-ID` (an SSE reconnect) wins over `offset`; none is the start.
-fn start(query: &EventsQuery, headers: &HeaderMap) -> Result<Start, ApiError> {
+/// Where the read starts: `Last-Event-ID` (an SSE reconnect) wins over `offset`. A plain read
+/// with neither starts at the beginning; a live read must say where (Durable Streams).
+fn start(query: &EventsQuery, live: &Live, headers: &HeaderMap) -> Result<Start, ApiError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    last_event_id.or(query.offset.as_deref()).map_or(Ok(Start::After(0)), offset::parse)
+    match (last_event_id.or(query.offset.as_deref()), live) {
+        (Some(text), _) => offset::parse(text),
+        (None, Live::No) => Ok(Start::After(0)),
+        (None, Live::LongPoll | Live::Sse) => Err(ApiError::invalid(
+            Some("offset"),
+            "a live read needs an offset: -1 for the start, now for the tail, or the last Stream-Next-Offset",
+        )),
+    }
 }
 
 async fn read(state: &AppState, run: &RunId, after: i64) -> Result<Slice, ApiError> {
@@ -109,7 +117,7 @@ pub async fn run_events(
 ) -> Result<Response, ApiError> {
     let run = load_run(&state, &principal, &id).await?;
     let live = parse_live(query.live.as_deref())?;
-    let start = start(&query, &headers)?;
+    let start = start(&query, &live, &headers)?;
     let after = match start {
         Start::After(after) => after,
         Start::Tail => read(&state, &run.id, i64::MAX).await?.tail,

@@ -552,3 +552,23 @@ async fn offsets_are_zero_padded_and_sort_as_text_in_event_order() {
         assert_error(response, 400, "invalid_request").await;
     }
 }
+/// Durable Streams requires an offset for live reads: `live=long-poll` or `live=sse` without one
+/// is a 400 naming `offset`; an SSE reconnect's `Last-Event-ID` counts as one.
+#[tokio::test]
+async fn live_reads_without_an_offset_are_refused() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let id = finished_run(&api, "needs an offset").await;
+    for live in ["long-poll", "sse"] {
+        let response =
+            api.request(Method::GET, &format!("/v1/runs/{id}/events?live={live}")).send().await.unwrap();
+        let body = assert_error(response, 400, "invalid_request").await;
+        assert_eq!(body["error"]["param"], "offset", "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+    let full = api.all_events(&id).await;
+    let frames = SseReader::open_query(&api, &id, "live=sse", Some("2")).await.read_until_closed().await;
+    assert_eq!(sse_events(&frames), full[2..], "Last-Event-ID is the offset of an SSE reconnect");
+    // A plain read still defaults to the start.
+    assert_eq!(api.events(&id, "").await.1, full);
+}
