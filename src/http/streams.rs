@@ -125,7 +125,7 @@ pub async fn run_events(
     match live {
         Live::No => catch_up(&state, &run.id, after, start == Start::Tail, &headers).await,
         Live::LongPoll => long_poll(&state, &run.id, after, query.cursor.as_deref()).await,
-        Live::Sse => Ok(sse::stream(state, run.id, after).into_response()),
+        Live::Sse => Ok(sse::stream(state, run.id, after, query.cursor).into_response()),
     }
 }
 

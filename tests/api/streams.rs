@@ -125,7 +125,10 @@ fn sse_events(frames: &[Frame]) -> Vec<Value> {
             "control" => {
                 let control = frame.json();
                 assert!(control["streamNextOffset"].is_string(), "{control}");
-                assert!(control["streamCursor"].is_string(), "{control}");
+                // Every control frame carries a cursor except the one that closes the stream.
+                let closing = control["streamClosed"] == true;
+                assert_eq!(control.get("streamCursor").is_none(), closing, "{control}");
+                assert!(closing || control["streamCursor"].is_string(), "{control}");
                 assert!(control["upToDate"].is_boolean(), "{control}");
                 if let Some(id) = &last_id {
                     assert_eq!(control["streamNextOffset"], json!(id), "{control}");
@@ -571,4 +574,38 @@ async fn live_reads_without_an_offset_are_refused() {
     assert_eq!(sse_events(&frames), full[2..], "Last-Event-ID is the offset of an SSE reconnect");
     // A plain read still defaults to the start.
     assert_eq!(api.events(&id, "").await.1, full);
+}
+/// SSE echoes the client's `cursor` as long-poll does (every `streamCursor` is greater than the
+/// client's), and the control frame that closes the stream carries no `streamCursor`.
+#[tokio::test]
+async fn sse_honours_the_cursor_and_its_closing_control_frame_has_none() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let client_cursor: u64 = 900_000_000_000;
+    let run = api.start(&echo(r#"call:test__sleep {"ms":1000}"#)).await;
+    let id = run["id"].as_str().unwrap();
+    let query = format!("offset=-1&live=sse&cursor={client_cursor}");
+    let frames = SseReader::open_query(&api, id, &query, None).await.read_until_closed().await;
+    sse_events(&frames);
+    let controls: Vec<Value> = frames.iter().filter(|f| f.event == "control").map(Frame::json).collect();
+    let (closing, open) = controls.split_last().unwrap();
+    assert!(!open.is_empty(), "a live run has control frames before the closing one: {controls:?}");
+    for control in open {
+        let cursor: u64 = control["streamCursor"].as_str().unwrap().parse().unwrap();
+        assert!(cursor > client_cursor, "the stream's cursor must pass the client's: {control}");
+    }
+    assert_eq!(closing["streamClosed"], true, "{closing}");
+    assert!(closing.get("streamCursor").is_none(), "{closing}");
+
+    // Long-poll, for comparison, already honours it.
+    let response = api
+        .request(
+            Method::GET,
+            &format!("/v1/runs/{id}/events?offset=-1&live=long-poll&cursor={client_cursor}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let cursor: u64 = header(response.headers(), "stream-cursor").unwrap().parse().unwrap();
+    assert!(cursor > client_cursor);
 }

@@ -20,11 +20,14 @@ fn data_frame(slice: &Slice, next: i64) -> Event {
     Event::default().event("data").id(offset::format(next)).data(data)
 }
 
-/// A `control` frame after reading up to `next`.
-fn control_frame(next: i64, up_to_date: bool, closed: bool) -> Event {
-    let mut body = json!({"streamNextOffset": offset::format(next), "streamCursor": cursor(None), "upToDate": up_to_date});
+/// A `control` frame after reading up to `next`, with the stream's `cursor`. The frame that
+/// closes the stream carries no cursor: there is nothing left to collapse requests onto.
+fn control_frame(next: i64, up_to_date: bool, closed: bool, cursor: &str) -> Event {
+    let mut body = json!({"streamNextOffset": offset::format(next), "upToDate": up_to_date});
     if closed {
         body["streamClosed"] = json!(true);
+    } else {
+        body["streamCursor"] = json!(cursor);
     }
     Event::default().event("control").data(body.to_string())
 }
@@ -39,18 +42,18 @@ struct Position {
 
 impl Position {
     /// The frames owed for `slice` (read after `self.after`), moving past it; none means wait.
-    fn frames(&mut self, slice: &Slice) -> Vec<Event> {
+    fn frames(&mut self, slice: &Slice, cursor: &str) -> Vec<Event> {
         if let Some(last) = slice.events.last() {
             let next = last.seq;
             let up_to_date = next >= slice.tail;
             let closed = slice.closed && up_to_date;
             *self = Self { after: next, announced_up_to_date: up_to_date, closed };
-            return vec![data_frame(slice, next), control_frame(next, up_to_date, closed)];
+            return vec![data_frame(slice, next), control_frame(next, up_to_date, closed, cursor)];
         }
         if slice.closed || !self.announced_up_to_date {
             self.announced_up_to_date = true;
             self.closed = slice.closed;
-            return vec![control_frame(self.after.max(slice.tail), true, slice.closed)];
+            return vec![control_frame(self.after.max(slice.tail), true, slice.closed, cursor)];
         }
         Vec::new()
     }
@@ -61,6 +64,8 @@ struct Reader {
     state: AppState,
     run: RunId,
     position: Position,
+    /// The `cursor` the client echoed, which the stream's cursor must pass.
+    client_cursor: Option<String>,
     subscription: Subscription,
     pending: VecDeque<Event>,
     done: bool,
@@ -75,7 +80,8 @@ impl Reader {
                 self.done = true;
                 return;
             };
-            self.pending.extend(self.position.frames(&slice));
+            let cursor = cursor(self.client_cursor.as_deref());
+            self.pending.extend(self.position.frames(&slice, &cursor));
             self.done = self.position.closed;
             if !self.pending.is_empty() || self.done {
                 return;
@@ -97,17 +103,19 @@ impl Reader {
     }
 }
 
-/// The SSE response reading `run` after seq `after`.
+/// The SSE response reading `run` after seq `after`, for a client that echoed `client_cursor`.
 pub(super) fn stream(
     state: AppState,
     run: RunId,
     after: i64,
+    client_cursor: Option<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let subscription = state.queue().hub().subscribe(&run);
     let reader = Reader {
         state,
         run,
         position: Position { after, announced_up_to_date: false, closed: false },
+        client_cursor,
         subscription,
         pending: VecDeque::new(),
         done: false,
