@@ -6,7 +6,8 @@
 //! seqs are still read. Plain GET answers a JSON array; `live=long-poll` waits up to 30 s (204
 //! when nothing came); `live=sse` streams `data` and `control` frames ([`sse`]), each `data`
 //! frame with `id:` = its next offset so `Last-Event-ID` resumes exactly there. Everything is
-//! read from SQLite, so a live read and a replay after a restart are the same.
+//! read from SQLite, so a live read and a replay after a restart are the same. `HEAD` answers
+//! the stream's headers alone (tail offset, closed), uncached.
 
 mod offset;
 mod sse;
@@ -14,7 +15,7 @@ mod sse;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -107,15 +108,19 @@ fn stream_headers(headers: &mut HeaderMap, next: i64, up_to_date: bool, closed: 
     }
 }
 
-/// `GET /v1/runs/{id}/events`.
+/// `GET /v1/runs/{id}/events` (and `HEAD`, which axum routes here too).
 pub async fn run_events(
     State(state): State<AppState>,
     Caller(principal): Caller,
+    method: Method,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = load_run(&state, &principal, &id).await?;
+    if method == Method::HEAD {
+        return head(&state, &run.id).await;
+    }
     let live = parse_live(query.live.as_deref())?;
     let start = start(&query, &live, &headers)?;
     let after = match start {
@@ -127,6 +132,18 @@ pub async fn run_events(
         Live::LongPoll => long_poll(&state, &run.id, after, query.cursor.as_deref()).await,
         Live::Sse => Ok(sse::stream(state, run.id, after, query.cursor).into_response()),
     }
+}
+
+/// `HEAD`: the stream's metadata (its tail offset, closed or not), never cached; the query is
+/// not read, as a HEAD names no position.
+async fn head(state: &AppState, run: &RunId) -> Result<Response, ApiError> {
+    let slice = read(state, run, i64::MAX).await?;
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    stream_headers(h, slice.tail, false, slice.closed, None);
+    Ok(response)
 }
 
 async fn catch_up(

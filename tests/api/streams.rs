@@ -609,3 +609,33 @@ async fn sse_honours_the_cursor_and_its_closing_control_frame_has_none() {
     let cursor: u64 = header(response.headers(), "stream-cursor").unwrap().parse().unwrap();
     assert!(cursor > client_cursor);
 }
+/// `HEAD` answers the stream's headers (the tail offset, closed or not) with
+/// `Cache-Control: no-store` and no body, whatever the query asks.
+#[tokio::test]
+async fn head_answers_the_stream_headers_without_a_body() {
+    let hearth = options().env("HEARTH_RUNNER_RAMP", "go=100").start().await;
+    let api = Api::new(&hearth);
+    let queued = api.start(&echo("never runs")).await;
+    let id = queued["id"].as_str().unwrap();
+
+    let head = |query: String| api.request(Method::HEAD, &format!("/v1/runs/{id}/events{query}")).send();
+    for query in ["", "?offset=-1", "?offset=now", "?offset=-1&live=sse"] {
+        let response = head(query.to_owned()).await.unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let headers = response.headers().clone();
+        assert_eq!(header(&headers, "stream-next-offset"), Some(offset(1).as_str()), "{query}");
+        assert_eq!(header(&headers, "stream-closed"), None, "{query}: a queued run's stream is open");
+        assert_eq!(header(&headers, "cache-control"), Some("no-store"), "{query}");
+        assert_eq!(header(&headers, "etag"), None, "{query}");
+        assert!(header(&headers, "content-type").unwrap().starts_with("application/json"), "{query}");
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    api.cancel(id).await;
+    let response = head(String::new()).await.unwrap();
+    assert_eq!(header(response.headers(), "stream-next-offset"), Some(offset(2).as_str()));
+    assert_eq!(header(response.headers(), "stream-closed"), Some("true"));
+    assert_eq!(header(response.headers(), "cache-control"), Some("no-store"));
+
+    let missing = api.request(Method::HEAD, "/v1/runs/run_nosuchrun/events").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
