@@ -639,3 +639,24 @@ async fn head_answers_the_stream_headers_without_a_body() {
     let missing = api.request(Method::HEAD, "/v1/runs/run_nosuchrun/events").send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// A method a route does not serve is 405 with an `Allow` header, in OpenAI's error shape.
+#[tokio::test]
+async fn unsupported_methods_are_405_with_allow() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let id = finished_run(&api, "not to be deleted").await;
+    let cases = [
+        (Method::DELETE, "/v1/chat/completions".to_owned(), "POST"),
+        (Method::PUT, format!("/v1/runs/{id}/events"), "GET,HEAD"),
+        (Method::PATCH, "/health".to_owned(), "GET,HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let response = api.request(method.clone(), &path).send().await.unwrap();
+        assert_eq!(header(response.headers(), "allow"), Some(allow), "{method} {path}");
+        let body = assert_error(response, 405, "method_not_allowed").await;
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(method.as_str()) && message.contains(&path), "{body}");
+    }
+}
