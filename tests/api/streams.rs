@@ -660,3 +660,30 @@ async fn unsupported_methods_are_405_with_allow() {
         assert!(message.contains(method.as_str()) && message.contains(&path), "{body}");
     }
 }
+
+/// Every response says `X-Content-Type-Options: nosniff`: API answers, errors, health,
+/// metrics, SSE, HEAD, 404 and 405.
+#[tokio::test]
+async fn every_response_says_nosniff() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let id = finished_run(&api, "sniff not").await;
+    let requests = [
+        (api.request(Method::GET, "/health"), 200),
+        (api.request(Method::GET, "/metrics"), 200),
+        (api.request(Method::GET, "/v1/models"), 200),
+        (api.request(Method::GET, &format!("/v1/runs/{id}/events?offset=-1")), 200),
+        (api.request(Method::GET, &format!("/v1/runs/{id}/events?offset=-1&live=sse")), 200),
+        (api.request(Method::HEAD, &format!("/v1/runs/{id}/events")), 200),
+        (api.request(Method::GET, &format!("/v1/runs/{id}/events?offset=xyz")), 400),
+        (api.anonymous().request(Method::GET, "/v1/models"), 401),
+        (api.request(Method::GET, "/no/such/route"), 404),
+        (api.request(Method::DELETE, "/v1/runs"), 405),
+    ];
+    for (request, status) in requests {
+        let response = request.send().await.unwrap();
+        let url = response.url().clone();
+        assert_eq!(response.status(), status, "{url}");
+        assert_eq!(header(response.headers(), "x-content-type-options"), Some("nosniff"), "{url}");
+    }
+}
