@@ -1,4 +1,5 @@
-//! The listener, the router with its layer stack, and serving with graceful shutdown.
+//! The listener, the router with its layer stack (request ids, tracing, body limit, `nosniff`
+//! on every response), and serving with graceful shutdown.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -6,7 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::Response;
 use axum::serve::ListenerExt;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -38,7 +40,17 @@ pub fn build_router(state: AppState) -> Router {
     crate::http::router()
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(layers)
+        // Outermost, so every answer has it: errors, fallbacks, rejections and SSE included.
+        .layer(axum::middleware::map_response(nosniff))
         .with_state(state)
+}
+
+/// Marks a response `X-Content-Type-Options: nosniff`, so a browser never guesses another type
+/// for it (a JSON error or an event log rendered as HTML); Durable Streams asks it of every
+/// response.
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 fn request_span(request: &Request) -> tracing::Span {

@@ -11,6 +11,8 @@ pub mod sessions;
 pub mod streams;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::app::AppState;
@@ -38,6 +40,11 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::invalid(None, format!("{method} is not allowed on {}", uri.path()))
+/// 405 in OpenAI's error shape (`invalid_request_error`, code `method_not_allowed`). axum's
+/// method router adds the `Allow` header, listing the route's methods, to this answer.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = format!("{method} is not allowed on {}; the Allow header lists what is", uri.path());
+    let mut body = ApiError::invalid(None, message).body();
+    body["error"]["code"] = "method_not_allowed".into();
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }

@@ -139,9 +139,10 @@ impl Follower {
                 return Ok(());
             }
             if self.must_read {
-                self.must_read = false;
                 let slice = self.read(self.after).await?;
                 self.tail = self.tail.max(slice.tail);
+                // A full page that did not reach the tail: the next step reads on.
+                self.must_read = slice.events.last().is_some_and(|e| e.seq < slice.tail);
                 if slice.events.is_empty() {
                     self.closed = slice.closed;
                 } else {
