@@ -1,7 +1,7 @@
 //! The module layers of `src/` (docs/ARCHITECTURE.md "Module layers"), checked from the source:
 //! every top-level module belongs to a layer, no module depends on a module of a higher layer,
-//! and the graph of top-level modules has no cycle. Test code (`tests.rs` files and the
-//! `#[cfg(test)]` module at the end of a file) is left out.
+//! and the graph of top-level modules has no cycle. Test code (`tests.rs` files and
+//! `#[cfg(test)] mod … { … }` blocks) is left out.
 //!
 //! Run it alone with `cargo test --test layers`; it prints the graph it checked.
 
@@ -74,6 +74,40 @@ mod checks {
         out
     }
 
+    /// `text` without its `#[cfg(test)] mod … { … }` blocks (code after one is still read).
+    fn without_tests(text: &str) -> String {
+        let (mut out, mut rest) = (String::new(), text);
+        while let Some(at) = rest.find("#[cfg(test)]\nmod ") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at..];
+            let open = after.find('{');
+            let semi = after.find(';');
+            // `mod tests;` (a file of its own) has no block: skip just the declaration.
+            if let Some(semi) = semi.filter(|s| open.is_none_or(|o| *s < o)) {
+                rest = &after[semi + 1..];
+                continue;
+            }
+            let Some(open) = open else { return out };
+            let (mut depth, mut end) = (0usize, after.len());
+            for (i, c) in after[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            end = open + i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Every `.rs` file under `dir`, with its path relative to `src/`.
     fn sources(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src/") {
@@ -98,8 +132,8 @@ mod checks {
             if ["lib", "main"].contains(&module.as_str()) || rel.ends_with("/tests.rs") {
                 continue;
             }
-            let code = text.find("\n#[cfg(test)]\nmod ").map_or(text.as_str(), |at| &text[..at]);
-            let refs: Vec<String> = references(code).into_iter().filter(|r| *r != module).collect();
+            let code = without_tests(&text);
+            let refs: Vec<String> = references(&code).into_iter().filter(|r| *r != module).collect();
             graph.entry(module).or_default().extend(refs);
         }
         graph
@@ -171,6 +205,14 @@ mod checks {
                 panic!("module cycle: {}", cycle.join(" -> "));
             }
         }
+    }
+
+    #[test]
+    fn test_modules_are_skipped_but_code_after_them_is_read() {
+        let text = "use crate::db::Db;\n#[cfg(test)]\nmod tests {\n    use crate::orgs::x;\n    fn f() { {} }\n}\n\
+                    use crate::queue::Q;\n#[cfg(test)]\nmod more;\nfn g() { crate::llm::h(); }\n";
+        let refs: Vec<String> = references(&without_tests(text)).into_iter().collect();
+        assert_eq!(refs, ["db", "llm", "queue"]);
     }
 
     #[test]

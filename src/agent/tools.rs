@@ -29,13 +29,13 @@ pub trait ToolExecutor: Send + Sync {
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, ToolResult>;
 }
 
-/// Who a turn's tools act for, and which of them its profile allows.
-#[derive(Debug, Clone)]
-pub struct TurnScope {
+/// Who a turn's tools act for.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnScope<'a> {
     /// The organization.
-    pub org: OrgId,
+    pub org: &'a OrgId,
     /// The user, if the run has one.
-    pub user: Option<String>,
+    pub user: Option<&'a str>,
 }
 
 /// Chooses the server-side tools of each turn.
@@ -70,7 +70,7 @@ impl Toolbox {
 
     /// The executor of one turn's tools, for `scope`.
     #[must_use]
-    pub fn for_turn(&self, _scope: &TurnScope) -> std::sync::Arc<dyn ToolExecutor> {
+    pub fn for_turn(&self, _scope: TurnScope<'_>) -> std::sync::Arc<dyn ToolExecutor> {
         std::sync::Arc::clone(&self.shared)
     }
 }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::outcome::{RunError, RunOutcome, RunOutput, Usage};
+use super::outcome::{ErrorCode, RunError, RunOutcome, RunOutput, Usage};
 use super::run::RunStatus;
 use crate::ids::{SessionId, WorkerId};
 
@@ -74,17 +74,6 @@ impl EventType {
     #[must_use]
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
-    }
-
-    /// The terminal event for a terminal status.
-    #[must_use]
-    pub fn terminal_for(status: RunStatus) -> Option<Self> {
-        match status {
-            RunStatus::Completed => Some(Self::Completed),
-            RunStatus::Failed => Some(Self::Failed),
-            RunStatus::Cancelled => Some(Self::Cancelled),
-            _ => None,
-        }
     }
 }
 
@@ -219,25 +208,56 @@ pub struct Completed {
     /// The answer.
     pub output: RunOutput,
     /// Usage of every model call.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub usage: Usage,
     /// Time spent waiting on upstream model calls, in ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub upstream_ms: f64,
 }
 
-/// `run.failed` and `run.cancelled`: always `{"error": {"message", "code"}, "usage"}`.
+/// `run.failed` and `run.cancelled`: always `{"error": {"message", "code"}, "usage",
+/// "upstream_ms"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredEnd")]
 pub struct Ended {
     /// Why.
-    #[serde(default)]
     pub error: RunError,
     /// Usage up to the end.
-    #[serde(default)]
     pub usage: Usage,
     /// Time spent waiting on upstream model calls, in ms.
-    #[serde(default)]
     pub upstream_ms: f64,
+}
+
+/// An ended run's data as stored by this or an older hearth: older ones wrote `"usage": null`
+/// and `"error": null` where there was none, and `{"reason"}` for a run cancelled while queued.
+#[derive(Deserialize)]
+struct StoredEnd {
+    #[serde(default)]
+    error: Option<RunError>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    usage: Usage,
+    #[serde(default, deserialize_with = "null_as_default")]
+    upstream_ms: f64,
+}
+
+impl From<StoredEnd> for Ended {
+    fn from(stored: StoredEnd) -> Self {
+        let error = match (stored.error, stored.reason) {
+            (Some(error), _) => error,
+            (None, Some(reason)) => RunError::new(ErrorCode::Cancelled, reason),
+            (None, None) => RunError::default(),
+        };
+        Self { error, usage: stored.usage, upstream_ms: stored.upstream_ms }
+    }
+}
+
+/// A field an older hearth may have stored as `null`: read as its default.
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Ended {
@@ -271,10 +291,15 @@ impl EventData {
         Self::TextDelta(TextDelta { text: text.into() })
     }
 
-    /// The terminal event of a run that failed, or was cancelled when `status` says so.
+    /// The status a terminal event records (`None` for other events).
     #[must_use]
-    pub fn ended(status: RunStatus, end: Ended) -> Self {
-        if status == RunStatus::Cancelled { Self::Cancelled(end) } else { Self::Failed(end) }
+    pub fn status(&self) -> Option<RunStatus> {
+        match self {
+            Self::Completed(_) => Some(RunStatus::Completed),
+            Self::Failed(_) => Some(RunStatus::Failed),
+            Self::Cancelled(_) => Some(RunStatus::Cancelled),
+            _ => None,
+        }
     }
 
     /// The terminal event of `outcome`: always `{"output", "usage", "upstream_ms"}` or
@@ -355,16 +380,24 @@ mod tests {
 
     #[test]
     fn every_stored_shape_reads_back_and_ends_carry_error_and_usage() {
-        let ended = Ended::new(RunError::new(crate::domain::outcome::ErrorCode::Cancelled, "stop"));
-        let data = EventData::ended(RunStatus::Cancelled, ended);
+        let data = EventData::Cancelled(Ended::new(RunError::new(ErrorCode::Cancelled, "stop")));
         let text = serde_json::to_string(&data).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["error"], serde_json::json!({"message": "stop", "code": "cancelled"}));
         assert_eq!(value["usage"]["total_tokens"], 0);
         assert_eq!(EventData::from_stored(EventType::Cancelled, &text).unwrap(), data);
-        // A cancelled event written by an older hearth (`{"reason"}`) still reads.
+        // What older versions wrote still reads: a cancel of a queued run said `{"reason"}`, and
+        // `null` stood where there was no usage (a run that could not start) or no error.
         let old = EventData::from_stored(EventType::Cancelled, r#"{"reason":"cancelled before it started"}"#);
-        assert!(matches!(old, Ok(EventData::Cancelled(_))));
+        let Ok(EventData::Cancelled(end)) = old else { panic!("{old:?}") };
+        assert_eq!(end.error, RunError::new(ErrorCode::Cancelled, "cancelled before it started"));
+        let failed = r#"{"error":{"message":"model `x` is no longer available","code":"invalid_run"},"usage":null,"upstream_ms":0.0}"#;
+        let Ok(EventData::Failed(end)) = EventData::from_stored(EventType::Failed, failed) else { panic!() };
+        assert_eq!((end.error.code, end.usage), (ErrorCode::InvalidRun, Usage::default()));
+        let given_up = r#"{"error":{"message":"gave up","code":"max_attempts_exceeded"}}"#;
+        assert!(EventData::from_stored(EventType::Failed, given_up).is_ok());
+        let completed = r#"{"output":{"content":"hi","tool_calls":[]},"usage":null,"upstream_ms":null}"#;
+        assert!(EventData::from_stored(EventType::Completed, completed).is_ok());
         let event = RunEvent { seq: 4, data: EventData::text("hi"), created_at: 9 };
         assert_eq!(
             serde_json::to_value(&event).unwrap(),

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 /// How the request was authenticated, as recorded in the profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthMode {
     /// A service key without a user.
+    #[default]
     #[serde(rename = "api-key")]
     ApiKey,
     /// A service key with a user JWT (`X-Runtime-User`).
@@ -14,7 +15,7 @@ pub enum AuthMode {
 }
 
 /// Everything a worker needs to know about how to run a turn, stamped on the session and the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedProfile {
     /// The runner pool that executes the run.
     pub runner: String,

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::db::DbError;
 use crate::domain::outcome::ErrorCode;
 use crate::turns::TurnError;
 
@@ -148,8 +147,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DbError> for ApiError {
-    fn from(error: DbError) -> Self {
+impl ApiError {
+    /// The answer to a storage failure (logged here, once).
+    fn storage(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "database failure while serving a request");
         Self::Internal
     }
@@ -161,7 +161,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthorized(message) => Self::Unauthorized(message),
             AuthError::Forbidden(message) => Self::Forbidden(message),
             AuthError::RateLimited { message, retry_after } => Self::RateLimited { message, retry_after },
-            AuthError::Db(e) => e.into(),
+            AuthError::Db(e) => Self::storage(&e),
         }
     }
 }
@@ -186,7 +186,7 @@ impl From<TurnError> for ApiError {
                     }
                 }
             }
-            TurnError::Db(e) => e.into(),
+            TurnError::Db(e) => Self::storage(&e),
             TurnError::Unrecorded | TurnError::Encode(_) => {
                 tracing::error!(error = %error, "a turn failed inside hearth");
                 Self::Internal

@@ -28,7 +28,6 @@ pub enum OnBusy {
 }
 
 /// A run to dispatch.
-#[derive(Debug)]
 pub struct NewRun {
     /// The run's id, chosen by the caller so it can follow the run before it exists.
     pub id: RunId,
@@ -49,6 +48,17 @@ pub struct NewRun {
     /// whole when it ends). With a new session and the in-process worker taking it, such a run
     /// is stored with its first write of events ([`super::drafts`]).
     pub known_later: bool,
+}
+
+impl std::fmt::Debug for NewRun {
+    /// Leaves the input out: it holds the conversation.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRun")
+            .field("id", &self.id)
+            .field("org", &self.org)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a dispatch was refused.
@@ -135,9 +145,10 @@ impl Queue {
         let Stored { run, events, claimed: taken } = self
             .db
             .write(move |conn| {
+                let mut new = new;
                 let stamped = match resolved {
                     Some(stamped) => stamped,
-                    None => stamp(&resolver, conn, &new.org, new.profile.clone()),
+                    None => stamp(&resolver, conn, &new.org, std::mem::take(&mut new.profile)),
                 };
                 insert_dispatch(conn, new, stamped, taker)
             })
@@ -155,13 +166,14 @@ impl Queue {
     /// back the run with its runner resolved (no transaction, nothing written) and the taker.
     async fn try_defer(
         &self,
-        new: NewRun,
+        mut new: NewRun,
         taker: Option<Taker>,
     ) -> Result<Result<Dispatched, (NewRun, Option<Stamp>, Option<Taker>)>, DbError> {
         let Some(t) = taker else { return Ok(Err((new, None, None))) };
         // A read on the writer's connection: no transaction, a warm cache, nothing written.
+        // The profile moves into the stamp; the run goes on with that stamp either way.
         let (resolver, org, profile, runner) =
-            (self.resolver.clone(), new.org.clone(), new.profile.clone(), t.runner.clone());
+            (self.resolver.clone(), new.org.clone(), std::mem::take(&mut new.profile), t.runner.clone());
         let (stamped, take) = self
             .db
             .read_on_writer(move |conn| {
@@ -175,7 +187,7 @@ impl Queue {
             return Ok(Err((new, Some(stamped), Some(t))));
         }
         let deferred = drafts::defer_dispatch(new, stamped, &t, now_ms());
-        Ok(Ok(self.defer(deferred, t.slot)))
+        Ok(Ok(self.defer(deferred, t)))
     }
 }
 

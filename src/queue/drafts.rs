@@ -15,8 +15,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::dispatch::{NewRun, Stamp, Taker, draft_run, new_session};
 use super::{Claimed, Dispatched, Queue, RunRow, claimed_line, dispatch_line};
 use crate::db::runs::Finish;
@@ -65,8 +63,8 @@ pub(super) fn defer_dispatch(new: NewRun, stamp: Stamp, taker: &Taker, now: i64)
 impl Queue {
     /// Hands a run drafted at dispatch to the embedded worker, unstored until its first events
     /// are written. Its dispatch events reach live readers with them, once committed.
-    pub(super) fn defer(&self, deferred: Deferred, slot: OwnedSemaphorePermit) -> Dispatched {
-        let worker = deferred.run.claimed_by.clone().unwrap_or_default();
+    pub(super) fn defer(&self, deferred: Deferred, taker: Taker) -> Dispatched {
+        let (worker, slot) = (taker.worker, taker.slot);
         let claimed =
             Claimed { run: deferred.run.clone(), worker, history: Vec::new(), next_seq: 3, unstored: true };
         dispatch_line(&claimed.run);

@@ -165,7 +165,7 @@ impl Queue {
     /// Publishes a run's terminal batch and logs the completion; `wake` when the session has a
     /// queued run that the end of this one makes claimable (its runner may be any).
     pub(super) fn after_terminal(&self, run: &RunRow, terminal: Arc<[RunEvent]>, wake: bool) {
-        let status = terminal.last().and_then(|e| e.data.outcome()).map_or(RunStatus::Failed, |o| o.status());
+        let status = terminal.last().and_then(|e| e.data.status()).unwrap_or(RunStatus::Failed);
         self.hub.publish(&run.id, terminal);
         if wake {
             self.wake_all();

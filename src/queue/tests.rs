@@ -473,3 +473,36 @@ async fn an_unstored_run_is_stored_by_its_first_write_and_its_events_reach_a_rea
         );
     }
 }
+
+/// A follower behind by more than a page reads on from SQLite without waiting for news; one at
+/// the tail sees the run close.
+#[tokio::test]
+async fn a_follower_reads_a_long_log_page_by_page_and_sees_it_close() {
+    use follow::Follower;
+    use tokio::time::Instant;
+
+    let (_dir, queue, orgs) = setup().await;
+    let run = queue.dispatch(new_run(&orgs.ts, None)).await.unwrap().run;
+    let id = run.id.clone();
+    let texts: Vec<RunEvent> = (2..=1500)
+        .map(|seq| RunEvent { seq, data: EventData::text(format!("t{seq}")), created_at: 1 })
+        .collect();
+    queue.db.write(move |c| run_events::insert_events(c, &id, &texts)).await.unwrap();
+
+    let mut follower = Follower::new(queue.db.clone(), queue.hub(), run.id.clone(), 0);
+    let first = follower.next_batch(Some(Instant::now())).await.unwrap();
+    assert_eq!((first.events.len(), first.up_to_date, first.closed), (1000, false, false));
+    let second = follower.next_batch(Some(Instant::now())).await.unwrap();
+    assert_eq!((second.events.len(), second.up_to_date), (500, true), "read on without waiting");
+    assert_eq!(second.events.last().map(|e| e.seq), Some(1500));
+
+    let mut at_tail = Follower::at_tail(queue.db.clone(), queue.hub(), run.id.clone()).await.unwrap();
+    assert_eq!(at_tail.position(), 1500);
+    let soon = Instant::now() + Duration::from_millis(100);
+    assert!(!at_tail.wait_closed(soon).await.unwrap(), "still open");
+    queue.cancel(&run).await.unwrap();
+    assert!(
+        at_tail.wait_closed(Instant::now() + Duration::from_secs(5)).await.unwrap(),
+        "closed by the cancel"
+    );
+}

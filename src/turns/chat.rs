@@ -141,6 +141,22 @@ impl ChatTurn {
     }
 }
 
+impl Drop for ChatTurn {
+    /// A turn taken at dispatch to run here and dropped before it ran (its caller went away) is
+    /// recorded as cancelled, and its slot given back: it is never left `running`.
+    fn drop(&mut self) {
+        let Some(How::Here(_, claimed, slot)) = self.how.take() else { return };
+        let queue = Arc::clone(&self.guard.queue);
+        tracing::info!(run.id = %claimed.run.id, "client went away before its turn ran: cancelling the run");
+        self.guard.tasks.spawn(async move {
+            if let Err(e) = queue.abandon(&claimed.run, &claimed.worker).await {
+                tracing::warn!(error = %e, run.id = %claimed.run.id, "could not record the abandoned run");
+            }
+            drop(slot);
+        });
+    }
+}
+
 /// The answer of a terminal event, or the error it ended with.
 fn ended(data: EventData) -> Result<Completed, TurnError> {
     match data {

@@ -55,9 +55,12 @@ impl Executor {
     /// Executes a claimed run in its own task, holding `slot` (of the in-process worker that
     /// claimed it) until it ends.
     pub fn spawn(self: &Arc<Self>, claimed: Claimed, slot: tokio::sync::OwnedSemaphorePermit) {
+        // Cancellable from now on, not only once the task runs: a client that goes away at once
+        // (or `POST …/cancel`) reaches the turn even before it started.
+        let cancel = self.queue.track_cancel(&claimed.run.id);
         let executor = Arc::clone(self);
         self.tasks.spawn(async move {
-            executor.execute(claimed).await;
+            executor.execute_with(claimed, cancel).await;
             drop(slot);
         });
     }
@@ -86,9 +89,18 @@ impl Executor {
     /// Executes a claimed run to its end and records the outcome; returns its terminal event
     /// (`None` when it could not start or had moved on to another holder).
     pub async fn execute(&self, claimed: Claimed) -> Option<RunEvent> {
+        let cancel = self.queue.track_cancel(&claimed.run.id);
+        self.execute_with(claimed, cancel).await
+    }
+
+    /// [`Executor::execute`] with the run's cancel signal already registered.
+    async fn execute_with(
+        &self,
+        claimed: Claimed,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Option<RunEvent> {
         let (run, worker) = (claimed.run.clone(), claimed.worker.clone());
         let queue = &self.queue;
-        let cancel = queue.track_cancel(&run.id);
         if run.cancel_requested {
             cancel.cancel();
         }
@@ -165,13 +177,13 @@ impl Executor {
         }
         messages.extend(claimed.history.iter().cloned());
         messages.extend(input.messages.iter().cloned());
-        let scope = TurnScope { org: claimed.run.organization_id.clone(), user: claimed.run.user_id.clone() };
+        let scope = TurnScope { org: &claimed.run.organization_id, user: claimed.run.user_id.as_deref() };
         let turn = Turn {
             model: model.chat,
             model_name: model.model,
             messages,
             client_tools: input.tools,
-            server_tools: self.toolbox.for_turn(&scope),
+            server_tools: self.toolbox.for_turn(scope),
             allowed_tools: profile.tools.clone(),
             max_steps: profile.max_steps,
             options,
