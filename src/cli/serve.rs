@@ -53,8 +53,8 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
     let local = listener.local_addr()?;
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    let embedded =
-        (role.is_writer() && !config.queue.no_embedded_workers).then_some(usize::from(config.queue.workers));
+    let embedded = (role.is_writer() && !config.queue.no_embedded_workers && config.queue.workers > 0)
+        .then_some(usize::from(config.queue.workers));
     let default_runner = rules.default_runner().to_owned();
     let resolver = Resolver::new(rules);
     let state = App::build(AppParts {
@@ -89,6 +89,12 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     watch_signals(&state);
     if role.is_writer() {
         state.tasks().spawn(checkpoint::run_policy(db.clone(), state.shutdown().clone()));
+        let every = Duration::from_secs(state.config().queue.heartbeat_s);
+        state.tasks().spawn(crate::queue::run_sweeper(
+            std::sync::Arc::clone(state.queue()),
+            every,
+            state.shutdown().clone(),
+        ));
     }
     server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
     finish(&state, &db).await;

@@ -8,10 +8,11 @@ use super::parse::parse_bool;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Queue and workers")]
 pub struct QueueConfig {
-    /// Runs the embedded worker (default runner, inside `serve`) executes at once. Turns mostly
-    /// wait on the upstream model, so this is a concurrency limit, not a thread count.
+    /// Runs the embedded worker (default runner, inside `serve`) executes at once; 0 runs no
+    /// embedded worker. Turns mostly wait on the upstream model, so this is a concurrency limit,
+    /// not a thread count.
     #[arg(long, env = "HEARTH_WORKERS", value_name = "N", default_value_t = 1024,
-          value_parser = clap::value_parser!(u16).range(1..=65535))]
+          value_parser = clap::value_parser!(u16).range(0..=65535))]
     pub workers: u16,
 
     /// Run no embedded workers (every run waits for an external worker).

@@ -325,6 +325,81 @@ pub fn fail_exhausted_runs(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A run a worker holds: who, and at which attempt.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The run.
+    pub id: RunId,
+    /// Its session.
+    pub session: SessionId,
+    /// The worker holding it.
+    pub worker: WorkerId,
+    /// The attempt it holds.
+    pub attempt: i64,
+}
+
+/// The runs whose holder is lost: their lease expired before `now`, or their worker's last
+/// heartbeat is older than `stale_before`.
+///
+/// # Errors
+/// On a database failure.
+pub fn lost_runs(conn: &Connection, now: i64, stale_before: i64) -> Result<Vec<Held>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.session_id, r.claimed_by, r.attempt FROM runs r
+         LEFT JOIN workers w ON w.id = r.claimed_by
+         WHERE r.status IN ('claimed', 'running')
+           AND (r.lease_expires_at < ?1 OR w.last_heartbeat_at < ?2)",
+    )?;
+    let rows = stmt.query_map(params![now, stale_before], |r| {
+        Ok(Held { id: r.get(0)?, session: r.get(1)?, worker: r.get(2)?, attempt: r.get(3)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Puts one held run back in the queue (attempt + 1, same runner), if `held` still holds it.
+///
+/// # Errors
+/// On a database failure.
+pub fn requeue_held_run(conn: &Connection, held: &Held, now: i64) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'queued', claimed_by = NULL, lease_expires_at = NULL,
+                             attempt = attempt + 1, updated_at = ?4
+             WHERE id = ?1 AND claimed_by = ?2 AND attempt = ?3 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![held.id, held.worker, held.attempt, now])?;
+    Ok(changed == 1)
+}
+
+/// Fails one held run that has used its attempts, if `held` still holds it.
+///
+/// # Errors
+/// On a database failure.
+pub fn fail_held_run(conn: &Connection, held: &Held, error: &RunError, now: i64) -> Result<bool, DbError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'failed', lease_expires_at = NULL, finished_at = ?4, updated_at = ?4,
+                             error = ?5
+             WHERE id = ?1 AND claimed_by = ?2 AND attempt = ?3 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![held.id, held.worker, held.attempt, now, JsonText(error)])?;
+    Ok(changed == 1)
+}
+
+/// Whether `worker` still holds `run` at `attempt` (claimed or running): what every write of a
+/// held run's events is fenced on.
+///
+/// # Errors
+/// On a database failure.
+pub fn holds(conn: &Connection, run: &RunId, worker: &WorkerId, attempt: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND claimed_by = ?2 AND attempt = ?3
+                                              AND status IN ('claimed', 'running'))",
+        )?
+        .query_row(params![run, worker, attempt], |r| r.get(0))?)
+}
+
 /// Puts back in the queue every run `worker` holds (attempt + 1, same runner); returns them.
 ///
 /// # Errors

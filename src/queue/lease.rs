@@ -1,10 +1,12 @@
 //! Workers and their leases: registration (which gives back what an earlier incarnation of the
-//! worker held), heartbeats (which extend the leases of the runs a worker holds). The sweeper of
-//! expired leases will live here too.
+//! worker held), heartbeats (which extend the leases of the runs a worker holds), and the sweep
+//! that gives back the runs of a worker that is gone (its lease expired, or its heartbeat is
+//! older than a lease).
 
 use std::sync::Arc;
 
 use super::Queue;
+use crate::db::runs::Held;
 use crate::db::workers::{self, NewWorker};
 use crate::db::{DbError, now_ms, run_events, runs, sessions};
 use crate::domain::event::{Ended, EventData, RunEvent};
@@ -96,5 +98,86 @@ impl Queue {
             self.wake_all();
         }
         Ok(out)
+    }
+
+    /// Gives back the runs whose holder is lost — lease expired, or the worker's heartbeat older
+    /// than a lease — each fenced on its holder and attempt: re-queued with attempt + 1 on the
+    /// same runner, or failed with `max_attempts_exceeded` once it has had HEARTH_MAX_ATTEMPTS.
+    /// Runs on the node that may write, every heartbeat interval.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn sweep(&self) -> Result<Vec<GivenBack>, DbError> {
+        let (lease_ms, max_attempts) = (self.lease_ms(), i64::from(self.settings.max_attempts));
+        let (failed, requeued) = self
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                let (mut failed, mut requeued) = (Vec::new(), Vec::new());
+                for held in runs::lost_runs(conn, now, now.saturating_sub(lease_ms))? {
+                    if held.attempt >= max_attempts {
+                        if let Some(event) = fail_lost(conn, &held, now)? {
+                            failed.push((held, event));
+                        }
+                    } else if runs::requeue_held_run(conn, &held, now)? {
+                        requeued.push(held);
+                    }
+                }
+                Ok((failed, requeued))
+            })
+            .await?;
+        let mut out = Vec::new();
+        for (held, event) in failed {
+            tracing::error!(run.id = %held.id, worker.id = %held.worker, attempt = held.attempt,
+                "failed a run whose worker was lost, after its last attempt (HEARTH_MAX_ATTEMPTS)");
+            self.hub.publish(&held.id, Arc::from(vec![event]));
+            out.push(GivenBack { run: held.id, attempt: held.attempt, requeued: false });
+        }
+        for held in requeued {
+            tracing::warn!(run.id = %held.id, worker.id = %held.worker, attempt = held.attempt + 1,
+                "re-queued a run whose worker was lost (lease expired or heartbeat stale)");
+            out.push(GivenBack { run: held.id, attempt: held.attempt + 1, requeued: true });
+        }
+        if out.iter().any(|g| g.requeued) {
+            self.wake_all();
+        }
+        Ok(out)
+    }
+}
+
+/// Fails a lost run that has used its attempts, with its terminal event; `None` when it had
+/// moved on meanwhile.
+fn fail_lost(conn: &rusqlite::Connection, held: &Held, now: i64) -> Result<Option<RunEvent>, DbError> {
+    let error = RunError::new(
+        ErrorCode::MaxAttemptsExceeded,
+        format!("gave up after {} attempts: the worker holding the run was lost each time", held.attempt),
+    );
+    if !runs::fail_held_run(conn, held, &error, now)? {
+        return Ok(None);
+    }
+    let event = RunEvent {
+        seq: run_events::last_seq(conn, &held.id)? + 1,
+        data: EventData::Failed(Ended::new(error)),
+        created_at: now,
+    };
+    run_events::insert_events(conn, &held.id, std::slice::from_ref(&event))?;
+    sessions::settle_session(conn, &held.session, now)?;
+    Ok(Some(event))
+}
+
+/// Sweeps `queue` every `every` until `shutdown` ([`Queue::sweep`]).
+pub async fn run_sweeper(
+    queue: Arc<Queue>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = queue.sweep().await {
+            tracing::warn!(error = %e, "lease sweep failed; will retry");
+        }
     }
 }

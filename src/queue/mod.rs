@@ -36,7 +36,7 @@ pub mod sink;
 pub use dispatch::{DispatchError, NewRun, OnBusy};
 pub use drafts::Drafts;
 pub use finish::failed;
-pub use lease::GivenBack;
+pub use lease::{GivenBack, run_sweeper};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

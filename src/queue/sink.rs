@@ -7,9 +7,11 @@ use tokio::sync::mpsc;
 
 use super::Drafts;
 use super::hub::EventHub;
-use crate::db::{Db, now_ms, run_events};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, now_ms, run_events, runs};
 use crate::domain::event::{Emit, EventData, EventType, RunEvent};
-use crate::ids::RunId;
+use crate::ids::{RunId, WorkerId};
 
 /// Writes a run's events while it executes: coalesces text deltas, batches writes through the
 /// single writer, publishes each committed batch. A streamed turn's first event is written at
@@ -62,8 +64,9 @@ impl EventSink {
         next_seq: i64,
         mode: SinkMode,
         drafts: Option<Drafts>,
+        holder: Option<Holder>,
     ) -> Self {
-        let out = Out { db, hub, run, drafts };
+        let out = Out { db, hub, run, drafts, holder, lost: false };
         let sink = Self { state: Mutex::new(SinkState::Holding(Vec::new())), out, next_seq, mode };
         if mode == SinkMode::Eager && sink.out.drafts.is_some() {
             let writing = sink.writing(Vec::new(), true);
@@ -149,6 +152,22 @@ struct Out {
     hub: Arc<EventHub>,
     run: RunId,
     drafts: Option<Drafts>,
+    holder: Option<Holder>,
+    /// The holder lost the run: nothing more is written.
+    lost: bool,
+}
+
+/// Who holds the run a sink writes for. Every write is fenced on it: once the run has moved
+/// on (its lease swept, given back), the sink writes nothing more and cancels the turn, so two
+/// attempts' events never interleave and nothing lands after another attempt's end.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The attempt it holds.
+    pub attempt: i64,
+    /// Cancelled when the run turns out to have moved on.
+    pub on_lost: CancellationToken,
 }
 
 async fn flush_loop(
@@ -197,8 +216,11 @@ async fn flush_loop(
 impl Out {
     /// Writes `events` (maybe none), storing the run with them if it is not stored yet, and
     /// publishes them once committed — after the run's dispatch events when it stored the run.
-    /// Returns whether the write committed.
+    /// Returns whether the write is done with (committed, or dropped: the holder lost the run).
     async fn write(&mut self, events: Arc<[RunEvent]>) -> bool {
+        if self.lost {
+            return true;
+        }
         let drafts = self.drafts.take();
         let draft = drafts.as_ref().and_then(|d| d.take(&self.run));
         if draft.is_none() && events.is_empty() {
@@ -210,16 +232,30 @@ impl Out {
             Some(d) => d.events.iter().chain(events.iter()).cloned().collect(),
             None => Arc::clone(&events),
         };
-        let id = self.run.clone();
+        let (id, holder) = (self.run.clone(), self.holder.as_ref().map(|h| (h.worker.clone(), h.attempt)));
         let write = self.db.write(move |conn| {
             if let Some(draft) = &draft {
                 super::drafts::store_drafted(conn, draft)?;
             }
-            run_events::insert_events(conn, &id, &events)
+            if let Some((worker, attempt)) = &holder
+                && !runs::holds(conn, &id, worker, *attempt)?
+            {
+                return Ok(false);
+            }
+            run_events::insert_events(conn, &id, &events)?;
+            Ok(true)
         });
         match write.await {
-            Ok(()) => {
+            Ok(true) => {
                 self.hub.publish(&self.run, published);
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(run.id = %self.run, "the run moved on (its lease was lost): stopping this attempt");
+                self.lost = true;
+                if let Some(holder) = &self.holder {
+                    holder.on_lost.cancel();
+                }
                 true
             }
             Err(e) => {
@@ -290,14 +326,21 @@ mod tests {
             }
         };
         let hub = Arc::new(EventHub::default());
-        let text_only =
-            EventSink::start(db.clone(), Arc::clone(&hub), RunId::new(), 3, SinkMode::HoldUntilTool, None);
+        let text_only = EventSink::start(
+            db.clone(),
+            Arc::clone(&hub),
+            RunId::new(),
+            3,
+            SinkMode::HoldUntilTool,
+            None,
+            None,
+        );
         text_only.emit(EventData::text("hello"));
         text_only.emit(EventData::Usage(Usage::default()));
         let (next, tail) = text_only.finish(3).await;
         assert_eq!((next, tail.len(), stored(&db).await), (3, 2, 0), "all held for the terminal transaction");
 
-        let writing = EventSink::start(db.clone(), hub, RunId::new(), 3, SinkMode::HoldUntilTool, None);
+        let writing = EventSink::start(db.clone(), hub, RunId::new(), 3, SinkMode::HoldUntilTool, None, None);
         writing.emit(EventData::text("let me look"));
         let call = ToolStarted { id: "c1".into(), name: "nope".into(), arguments: "{}".into() };
         writing.emit(EventData::ToolStarted(call));

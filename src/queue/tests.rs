@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::db::{messages, migrate, now_ms, organizations, run_events, runs, sessions};
@@ -431,6 +432,7 @@ async fn an_unstored_run_is_stored_by_its_first_write_and_its_events_reach_a_rea
             claimed.next_seq,
             mode,
             Some(queue.drafts().clone()),
+            Some(sink::Holder { worker: wk("w"), attempt: 1, on_lost: CancellationToken::new() }),
         );
         if mode == SinkMode::Eager {
             assert_eq!(next(&mut follower).await, (1, EventType::Queued));
@@ -505,4 +507,109 @@ async fn a_follower_reads_a_long_log_page_by_page_and_sees_it_close() {
         at_tail.wait_closed(Instant::now() + Duration::from_secs(5)).await.unwrap(),
         "closed by the cancel"
     );
+}
+
+/// Expires the lease of every run `worker` holds.
+async fn expire_leases(queue: &Queue, worker: &str) {
+    let worker = wk(worker);
+    queue
+        .db
+        .write(move |c| {
+            c.execute("UPDATE runs SET lease_expires_at = 0 WHERE claimed_by = ?1", [&worker])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// A run whose lease expired goes back to the queue (attempt + 1, same runner), its old
+/// holder's writes are fenced off, and after its last attempt it fails with a clear error.
+#[tokio::test]
+async fn the_sweep_gives_back_runs_whose_lease_expired_and_fences_their_old_holder() {
+    let (_dir, queue, orgs) = setup().await;
+    let run = queue.dispatch(new_run(&orgs.go, None)).await.unwrap().run;
+    let claimed = queue.claim("go", &wk("gone")).await.unwrap().unwrap();
+    assert!(queue.sweep().await.unwrap().is_empty(), "a live lease is left alone");
+    expire_leases(&queue, "gone").await;
+    let given = queue.sweep().await.unwrap();
+    assert_eq!(
+        given.iter().map(|g| (g.run.clone(), g.attempt, g.requeued)).collect::<Vec<_>>(),
+        [(run.id.clone(), 2, true)]
+    );
+
+    // The old holder can neither write events nor finish: fenced on its attempt.
+    let lost = CancellationToken::new();
+    let holder = sink::Holder { worker: wk("gone"), attempt: 1, on_lost: lost.clone() };
+    let stale = sink::EventSink::start(
+        queue.db.clone(),
+        Arc::clone(queue.hub()),
+        run.id.clone(),
+        3,
+        sink::SinkMode::Eager,
+        None,
+        Some(holder),
+    );
+    crate::domain::event::Emit::emit(&stale, EventData::text("late"));
+    let _ = stale.finish(3).await;
+    assert!(lost.is_cancelled(), "the stale attempt is told to stop");
+    let id = run.id.clone();
+    let kinds: Vec<EventType> = queue
+        .db
+        .read(move |c| run_events::list_events_after(c, &id, 0, 100))
+        .await
+        .unwrap()
+        .iter()
+        .map(RunEvent::kind)
+        .collect();
+    assert_eq!(kinds, [EventType::Queued], "nothing of the lost attempt landed");
+    assert!(queue.finish(&claimed.run, &wk("gone"), 2, completed_turn()).await.unwrap().is_none());
+
+    // Attempts 2 and 3 are lost too: the run then fails, once, with a clear error.
+    for attempt in [2, 3] {
+        let again = queue.claim("go", &wk("gone")).await.unwrap().unwrap();
+        assert_eq!(again.run.attempt, attempt);
+        expire_leases(&queue, "gone").await;
+        queue.sweep().await.unwrap();
+    }
+    let id = run.id.clone();
+    let row = queue.db.read(move |c| runs::find_run(c, &id)).await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempt), (RunStatus::Failed, 3));
+    assert_eq!(row.error.unwrap().code, crate::domain::outcome::ErrorCode::MaxAttemptsExceeded);
+    assert!(queue.claim("go", &wk("other")).await.unwrap().is_none());
+}
+
+/// A worker that stopped heartbeating for a lease loses its runs even if their leases were
+/// extended far ahead.
+#[tokio::test]
+async fn the_sweep_gives_back_the_runs_of_a_worker_whose_heartbeat_went_stale() {
+    let (_dir, queue, orgs) = setup().await;
+    let new = crate::db::workers::NewWorker {
+        name: "stale".into(),
+        runtime: "go".into(),
+        version: "1.0.0".into(),
+        hostname: "h".into(),
+        capacity: 1,
+        embedded: false,
+    };
+    let (worker, _) = queue.register_worker(new).await.unwrap();
+    let run = queue.dispatch(new_run(&orgs.go, None)).await.unwrap().run;
+    queue.claim("go", &worker).await.unwrap().unwrap();
+    queue.heartbeat(std::slice::from_ref(&worker)).await.unwrap();
+    assert!(queue.sweep().await.unwrap().is_empty(), "a fresh heartbeat keeps its runs");
+    let (id, w) = (run.id.clone(), worker.clone());
+    queue
+        .db
+        .write(move |c| {
+            c.execute("UPDATE workers SET last_heartbeat_at = 0 WHERE id = ?1", [&w])?;
+            c.execute(
+                "UPDATE runs SET lease_expires_at = ?2 WHERE id = ?1",
+                rusqlite::params![id, i64::MAX],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let given = queue.sweep().await.unwrap();
+    assert_eq!(given.len(), 1);
+    assert!(given[0].requeued && given[0].run == run.id);
 }

@@ -21,7 +21,7 @@ use crate::domain::outcome::{ErrorCode, RunError, RunOutcome, RunOutput};
 use crate::domain::run::RunStatus;
 use crate::ids::WorkerId;
 use crate::llm::Models;
-use crate::queue::sink::{EventSink, SinkMode};
+use crate::queue::sink::{EventSink, Holder, SinkMode};
 use crate::queue::{Claimed, Completion, Queue, RunRow};
 
 /// Executes claimed runs in this process.
@@ -120,6 +120,7 @@ impl Executor {
                     started_seq,
                     mode,
                     claimed.unstored.then(|| queue.drafts().clone()),
+                    Some(Holder { worker: worker.clone(), attempt: run.attempt, on_lost: cancel.clone() }),
                 );
                 let upstream = Arc::clone(&turn.upstream_nanos);
                 let outcome = agent::run_turn(turn, &sink, &cancel).await;

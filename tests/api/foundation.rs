@@ -175,7 +175,7 @@ fn bad_settings_stop_start_up_naming_the_setting() {
         ("HEARTH_AUTO_MIGRATE", "maybe"),
         ("HEARTH_MAX_BODY", "lots"),
         ("HEARTH_HOST", "not-an-address"),
-        ("HEARTH_WORKERS", "0"),
+        ("HEARTH_WORKERS", "65536"),
         ("HEARTH_LOG_FORMAT", "xml"),
         ("HEARTH_RUNNER_RAMP", "nosuchrunner=10"),
     ];

@@ -623,3 +623,52 @@ async fn a_run_whose_attempts_are_used_up_fails_clearly_instead_of_looping() {
     let events = api.all_events(&id).await;
     assert_eq!(events.last().unwrap()["type"], "run.failed", "{events:?}");
 }
+
+/// The embedded worker of a server that died comes back under another host name (a new
+/// machine): the runs its old incarnation held are swept once their lease expires, and complete
+/// on attempt 2, on the new worker.
+#[tokio::test]
+async fn a_run_held_by_a_worker_that_never_comes_back_is_swept_and_completes() {
+    let mut hearth = options()
+        .env("HOSTNAME", "old-machine")
+        .env("HEARTH_LEASE_S", "5")
+        .env("HEARTH_HEARTBEAT_S", "1")
+        .start()
+        .await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo(r#"call:test__sleep {"ms":2000}"#)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.run(&id).await["status"] != "running" {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hearth.kill9();
+    hearth.set_env("HOSTNAME", "new-machine");
+    hearth.restart().await;
+    let api = Api::new(&hearth);
+    let swept = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("worker was lost"));
+    let line = hearth.wait_for_log(PATIENCE, swept).await;
+    assert_eq!(line["run.id"], id.as_str(), "{line}");
+    let done = api.wait_end(&id).await;
+    assert_eq!((&done["status"], &done["attempt"]), (&json!("completed"), &json!(2)), "{done}");
+    assert_eq!((&done["runner"], &done["output"]["content"]), (&json!("ts"), &json!("slept")), "{done}");
+    let events = api.all_events(&id).await;
+    let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "run.started").collect();
+    assert_eq!(started.len(), 2, "{events:?}");
+    assert_ne!(started[0]["data"]["worker_id"], started[1]["data"]["worker_id"], "{events:?}");
+    assert_eq!(terminal_count(&types(&events)), 1, "{events:?}");
+}
+
+/// `--workers 0` runs no embedded worker: runs wait in the queue.
+#[tokio::test]
+async fn workers_zero_runs_no_embedded_worker() {
+    let hearth = options().env("HEARTH_WORKERS", "0").start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo("nobody takes me")).await;
+    let id = run["id"].as_str().unwrap();
+    let (_, still) = api.get(&format!("/v1/runs/{id}?wait=1")).await;
+    assert_eq!(still["status"], "queued", "{still}");
+    let (_, cancelled) = api.cancel(id).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+}

@@ -325,6 +325,11 @@ impl Hearth {
         }
     }
 
+    /// Sets an environment variable for the next [`Hearth::restart`] (a later value wins).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.options.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts the server again on the same data directory with the same settings (stopping it
     /// with SIGTERM first if it still runs). Stderr lines start afresh.
     pub async fn restart(&mut self) {
