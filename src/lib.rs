@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod llm;

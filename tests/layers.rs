@@ -27,6 +27,7 @@ mod checks {
                 "queue",
                 "worker",
                 "turns",
+                "fleet",
             ],
         ),
         ("transport", &["app", "metrics", "http", "server", "cli"]),

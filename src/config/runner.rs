@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::parse::parse_bool;
 use crate::domain::resolver::{Ramp, ResolverRules};
+use crate::domain::version::MinVersions;
 
 /// Which runner pools exist and how new dispatches are spread over them.
 #[derive(Debug, Clone, Args)]
@@ -21,6 +22,16 @@ pub struct RunnerConfig {
     #[arg(long, env = "HEARTH_RUNNER_FLAGS", value_name = "on|off", default_value = "on", value_parser = parse_bool,
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub runner_flags: bool,
+
+    /// Minimum worker version per runtime, e.g. `go=0.5.0`: an older worker's registration is
+    /// refused, and a runner flag is not set to that runtime without a healthy worker at it.
+    #[arg(long, env = "HEARTH_RUNNER_MIN_VERSION", value_name = "RUNTIME=VERSION[,…]",
+          default_value = "", value_parser = parse_min_versions)]
+    pub runner_min_version: MinVersions,
+}
+
+fn parse_min_versions(s: &str) -> Result<MinVersions, String> {
+    MinVersions::parse(s)
 }
 
 impl RunnerConfig {

@@ -400,6 +400,18 @@ pub fn holds(conn: &Connection, run: &RunId, worker: &WorkerId, attempt: i64) ->
         .query_row(params![run, worker, attempt], |r| r.get(0))?)
 }
 
+/// The runs `worker` holds whose cancel was asked for.
+///
+/// # Errors
+/// On a database failure.
+pub fn cancels_for(conn: &Connection, worker: &WorkerId) -> Result<Vec<RunId>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM runs WHERE claimed_by = ?1 AND status IN ('claimed', 'running') AND cancel_requested = 1",
+    )?;
+    let rows = stmt.query_map([worker], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Puts back in the queue every run `worker` holds (attempt + 1, same runner); returns them.
 ///
 /// # Errors

@@ -66,3 +66,34 @@ pub fn count_healthy_workers(conn: &Connection, runtime: &str, since: i64) -> Re
         )?
         .query_row(params![runtime, since], |r| r.get(0))?)
 }
+
+/// What the worker protocol needs of a registered worker.
+#[derive(Debug, Clone)]
+pub struct WorkerState {
+    /// The runner pool it serves.
+    pub runtime: String,
+    /// Whether it drains (finishes what it holds, claims nothing new).
+    pub draining: bool,
+}
+
+/// The runtime and status of worker `id`, if registered.
+///
+/// # Errors
+/// On a database failure.
+pub fn find_worker_state(conn: &Connection, id: &WorkerId) -> Result<Option<WorkerState>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT runtime, status FROM workers WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(WorkerState { runtime: r.get(0)?, draining: r.get::<_, String>(1)? == "draining" })
+        })
+        .optional()?)
+}
+
+/// Marks worker `id` draining.
+///
+/// # Errors
+/// On a database failure.
+pub fn mark_draining(conn: &Connection, id: &WorkerId) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE workers SET status = 'draining' WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}

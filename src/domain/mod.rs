@@ -9,3 +9,4 @@ pub mod profile;
 pub mod resolver;
 pub mod run;
 pub mod session;
+pub mod version;

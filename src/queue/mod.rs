@@ -31,12 +31,14 @@ mod finish;
 pub mod follow;
 pub mod hub;
 mod lease;
+mod remote;
 pub mod sink;
 
 pub use dispatch::{DispatchError, NewRun, OnBusy};
 pub use drafts::Drafts;
 pub use finish::failed;
 pub use lease::{GivenBack, run_sweeper};
+pub use remote::{Appended, Finished, HeartbeatAnswer};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
