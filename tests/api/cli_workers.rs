@@ -196,7 +196,7 @@ async fn workers_list_shows_the_embedded_worker_and_external_ones() {
     assert_eq!(go["capacity"], 8, "{go}");
     let old = by_name("ext-old");
     assert_eq!((&old["healthy"], &old["in_flight"]), (&false.into(), &0.into()), "{old}");
-    assert!(old["heartbeat_age_s"].as_i64().is_some_and(|s| s >= 299), "{old}");
+    assert!(old["heartbeat_age_s"].as_i64().is_some_and(|s| (299..400).contains(&s)), "seconds: {old}");
     assert_eq!(by_name(embedded["name"].as_str().unwrap())["in_flight"], 0);
 
     let table = ok(&db, &["workers", "list"]);
