@@ -143,14 +143,25 @@ mod tests {
 
         assert_eq!(authenticate_worker_token(&db, &secret, false).await.unwrap(), token.id);
         assert_eq!(last_used(&db, &token.id).await, None, "a node that may not write touches nothing");
+        let before = now_ms();
         authenticate_worker_token(&db, &secret, true).await.unwrap();
-        let first = last_used(&db, &token.id).await.expect("touched");
+        assert!(last_used(&db, &token.id).await.is_some_and(|at| at >= before), "touched");
+
+        let set = |at: i64| {
+            let id = token.id.clone();
+            db.write(move |c| worker_tokens::touch_worker_token(c, &id, at))
+        };
+        let recent = now_ms() - TOUCH_EVERY_MS / 2;
+        set(recent).await.unwrap();
         authenticate_worker_token(&db, &secret, true).await.unwrap();
-        assert_eq!(last_used(&db, &token.id).await, Some(first), "not again within a minute");
-        let (id, stale) = (token.id.clone(), first - TOUCH_EVERY_MS - 1);
-        db.write(move |c| worker_tokens::touch_worker_token(c, &id, stale)).await.unwrap();
+        assert_eq!(last_used(&db, &token.id).await, Some(recent), "not again within a minute");
+        let stale = now_ms() - TOUCH_EVERY_MS - 1;
+        set(stale).await.unwrap();
         authenticate_worker_token(&db, &secret, true).await.unwrap();
-        assert!(last_used(&db, &token.id).await.is_some_and(|at| at >= first), "touched after a minute");
+        assert!(
+            last_used(&db, &token.id).await.is_some_and(|at| at > stale + TOUCH_EVERY_MS),
+            "touched again"
+        );
     }
 
     #[tokio::test]
