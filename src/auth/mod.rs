@@ -3,12 +3,14 @@
 //!
 //! The [`Authenticator`] knows nothing of HTTP: the transport reads the bearer token and the
 //! user header and hands them over (`http/auth.rs`); its [`AuthError`]s are mapped to OpenAI's
-//! error shape there.
+//! error shape there. Workers authenticate with worker tokens instead ([`worker_tokens`]); each
+//! kind of credential is refused where the other belongs.
 
 pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod secret;
+pub mod worker_tokens;
 
 use crate::db::{Db, DbError, api_keys, now_ms, organizations};
 use crate::ids::{KeyId, OrgId};
@@ -169,6 +171,12 @@ impl Authenticator {
             && secret::constant_time_eq(&presented, expected)
         {
             return Ok((self.default_org.clone(), KeyRef::Static));
+        }
+        if token.starts_with(secret::WORKER_TOKEN_PREFIX) {
+            return Err(unauthorized(
+                "this is a worker token (`hwk_…`): worker tokens are for the worker protocol \
+                 (/v1/workers/…), not the chat and runs API; send an API key",
+            ));
         }
         if !token.starts_with(secret::API_KEY_PREFIX) {
             return Err(unauthorized("invalid API key"));

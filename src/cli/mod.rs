@@ -1,10 +1,12 @@
-//! The command line: `hearth serve | migrate | orgs | keys`, each setting a flag with an env var.
+//! The command line: `hearth serve | migrate | orgs | keys | workers`, each setting a flag with an
+//! env var.
 
 mod keys;
 mod migrate;
 mod orgs;
 mod output;
 mod serve;
+mod workers;
 
 use std::path::Path;
 
@@ -40,6 +42,10 @@ pub enum Command {
     /// Manage API keys (secrets are shown once, alone on the last stdout line).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// List workers and manage worker tokens (a new token's secret is shown once, alone on the
+    /// last stdout line).
+    #[command(subcommand)]
+    Workers(workers::WorkersCommand),
 }
 
 /// A problem with the given settings: exit code 2, and the message names the setting.
@@ -66,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(&db_path, &args),
         Command::Orgs(command) => orgs::run(&open_migrated(&db_path)?, command).await,
         Command::Keys(command) => keys::run(&open_migrated(&db_path)?, command).await,
+        Command::Workers(command) => workers::run(&open_migrated(&db_path)?, command).await,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod runs;
 pub mod sessions;
 pub mod sql;
 pub mod users;
+pub mod worker_tokens;
 pub mod workers;
 mod writer;
 

@@ -1,6 +1,7 @@
 //! SQL for `workers`: the registry of embedded and external workers.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 
 use super::DbError;
 use crate::ids::WorkerId;
@@ -53,6 +54,64 @@ pub fn touch_worker(conn: &Connection, id: &WorkerId, now: i64) -> Result<(), Db
     conn.prepare_cached("UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
     Ok(())
+}
+
+/// A registered worker as `hearth workers list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerListing {
+    /// `wrk_…`
+    pub id: WorkerId,
+    /// Unique name.
+    pub name: String,
+    /// The runner pool it serves.
+    pub runtime: String,
+    /// Its version.
+    pub version: String,
+    /// Host it runs on.
+    pub hostname: String,
+    /// Runs it executes at once.
+    pub capacity: i64,
+    /// `active` or `draining`.
+    pub status: String,
+    /// Runs inside `hearth serve`.
+    pub embedded: bool,
+    /// Unix ms.
+    pub registered_at: i64,
+    /// Unix ms.
+    pub last_heartbeat_at: i64,
+    /// Runs it holds now (claimed or running by it).
+    pub in_flight: i64,
+}
+
+/// Every registered worker, by runtime then name, with how many runs each holds: one statement,
+/// the count read from the index of held runs.
+///
+/// # Errors
+/// On a database failure.
+pub fn list_workers(conn: &Connection) -> Result<Vec<WorkerListing>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT w.id, w.name, w.runtime, w.version, w.hostname, w.capacity, w.status, w.embedded,
+                w.registered_at, w.last_heartbeat_at,
+                (SELECT count(*) FROM runs r
+                  WHERE r.claimed_by = w.id AND r.status IN ('claimed', 'running'))
+         FROM workers w ORDER BY w.runtime, w.name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(WorkerListing {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            runtime: r.get(2)?,
+            version: r.get(3)?,
+            hostname: r.get(4)?,
+            capacity: r.get(5)?,
+            status: r.get(6)?,
+            embedded: r.get(7)?,
+            registered_at: r.get(8)?,
+            last_heartbeat_at: r.get(9)?,
+            in_flight: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// How many active workers of `runtime` heartbeated since `since` (Unix ms).
