@@ -17,6 +17,7 @@ use crate::auth::limits::RateLimits;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::ServeConfig;
 use crate::db::Db;
+use crate::fleet::{Fleet, FleetParts};
 use crate::ids::OrgId;
 use crate::llm::Models;
 use crate::queue::{Queue, QueueSettings};
@@ -51,6 +52,8 @@ pub struct App {
     executor: Arc<Executor>,
     /// Starts turns and reads runs and sessions.
     turns: Turns,
+    /// The worker protocol's service.
+    fleet: Fleet,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -106,6 +109,15 @@ impl App {
             executor: Arc::clone(&executor),
             max_steps: config.agent.max_steps,
         });
+        let shutdown = CancellationToken::new();
+        let fleet = Fleet::new(FleetParts {
+            queue: Arc::clone(&queue),
+            runners: config.runner.runners.0.clone(),
+            min_versions: config.runner.runner_min_version.clone(),
+            heartbeat: Duration::from_secs(config.queue.heartbeat_s),
+            lease: Duration::from_secs(config.queue.lease_s),
+            shutdown: shutdown.clone(),
+        });
         let auth = Authenticator::new(
             parts.db.clone(),
             role.clone(),
@@ -123,13 +135,14 @@ impl App {
             metrics: parts.metrics,
             role,
             auth,
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks,
             started: Instant::now(),
             queue,
             models,
             executor,
             turns,
+            fleet,
         }))
     }
 
@@ -197,6 +210,12 @@ impl App {
     #[must_use]
     pub fn turns(&self) -> &Turns {
         &self.turns
+    }
+
+    /// The worker protocol's service.
+    #[must_use]
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 
     /// Seconds since start.

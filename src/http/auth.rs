@@ -66,3 +66,18 @@ impl FromRequestParts<AppState> for Caller {
         principal(parts, state, true).await.map(Self)
     }
 }
+
+/// A caller of the worker protocol: a worker token, never an API key.
+#[derive(Debug, Clone)]
+pub struct WorkerCaller(pub crate::ids::WorkerTokenId);
+
+impl FromRequestParts<AppState> for WorkerCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let may_write = state.role().is_writer();
+        let id = crate::auth::worker_tokens::authenticate_worker_token(state.db(), token, may_write).await?;
+        Ok(Self(id))
+    }
+}

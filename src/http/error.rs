@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::domain::outcome::ErrorCode;
+use crate::fleet::FleetError;
 use crate::turns::TurnError;
 
 /// An error answered to an API client as `{"error":{"message","type","param","code"}}`.
@@ -191,6 +192,19 @@ impl From<TurnError> for ApiError {
                 tracing::error!(error = %error, "a turn failed inside hearth");
                 Self::Internal
             }
+        }
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(error: FleetError) -> Self {
+        match error {
+            FleetError::Invalid { param, message } => Self::invalid(Some(param), message),
+            FleetError::Gap(_) => Self::invalid(Some("from_seq"), error.to_string()),
+            FleetError::TooOld(message) => Self::Forbidden(message),
+            FleetError::UnknownWorker(_) | FleetError::NoRun(_) => Self::not_found(error.to_string()),
+            FleetError::Fenced { .. } => Self::Conflict(error.to_string()),
+            FleetError::Db(e) => Self::storage(&e),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod openai;
 pub mod runs;
 pub mod sessions;
 pub mod streams;
+pub mod workers;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -28,8 +29,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/runs", post(runs::create_run))
         .route("/v1/runs/{id}", get(runs::get_run))
-        .route("/v1/runs/{id}/events", get(streams::run_events))
+        .route("/v1/runs/{id}/events", get(streams::run_events).post(workers::append_events))
         .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/v1/runs/{id}/complete", post(workers::complete_run))
+        .route("/v1/workers/register", post(workers::register_worker))
+        .route("/v1/workers/{id}/heartbeat", post(workers::worker_heartbeat))
+        .route("/v1/workers/{id}/claim", post(workers::claim_runs))
         .route("/v1/sessions", get(sessions::list_sessions))
         .route("/v1/sessions/{id}", get(sessions::get_session))
         .fallback(not_found)

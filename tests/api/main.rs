@@ -22,3 +22,5 @@ mod runs;
 mod streams;
 #[cfg(test)]
 mod support;
+#[cfg(test)]
+mod workers;

@@ -648,7 +648,7 @@ async fn unsupported_methods_are_405_with_allow() {
     let id = finished_run(&api, "not to be deleted").await;
     let cases = [
         (Method::DELETE, "/v1/chat/completions".to_owned(), "POST"),
-        (Method::PUT, format!("/v1/runs/{id}/events"), "GET,HEAD"),
+        (Method::PUT, format!("/v1/runs/{id}/events"), "GET,HEAD,POST"),
         (Method::PATCH, "/health".to_owned(), "GET,HEAD"),
     ];
     for (method, path, allow) in cases {
