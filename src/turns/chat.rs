@@ -25,6 +25,11 @@ pub struct ChatTurn {
     /// giving up with 503 (checked once, before the turn is followed).
     no_worker: Option<std::time::Duration>,
     db: crate::db::Db,
+    /// The attempt whose answer the client has started to receive (set once [`ChatTurn::head`]
+    /// returned): a later attempt's events would repeat it.
+    streaming: Option<i64>,
+    /// The attempt seen executing so far.
+    attempt: i64,
 }
 
 /// Where the turn's outcome comes from.
@@ -78,7 +83,16 @@ impl Turns {
             }
             _ => None,
         };
-        Ok(ChatTurn { run: dispatched.run, how: Some(how), guard, no_worker, db: self.db.clone() })
+        let attempt = dispatched.run.attempt;
+        Ok(ChatTurn {
+            run: dispatched.run,
+            how: Some(how),
+            guard,
+            no_worker,
+            db: self.db.clone(),
+            streaming: None,
+            attempt,
+        })
     }
 }
 
@@ -128,6 +142,7 @@ impl ChatTurn {
                 matches!(kind, EventType::TextDelta | EventType::ToolStarted) || kind.is_terminal();
             head.push(event);
             if substantive {
+                self.streaming = Some(self.attempt);
                 return Ok(head);
             }
         }
@@ -172,6 +187,13 @@ impl ChatTurn {
             },
             None => None,
         };
+        if let Some(RunEvent { data: EventData::Started(started), .. }) = &event {
+            self.attempt = started.attempt;
+            if self.streaming.is_some_and(|a| a != started.attempt) {
+                // Left armed: dropping the turn cancels the retried run.
+                return Err(TurnError::Retried { attempt: started.attempt });
+            }
+        }
         if event.as_ref().is_none_or(|e| e.kind().is_terminal()) {
             self.guard.disarm();
         }

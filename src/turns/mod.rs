@@ -50,6 +50,15 @@ pub enum TurnError {
         /// How long it waited.
         waited_s: u64,
     },
+    /// The worker executing a streamed turn was lost after the answer had started, and the run
+    /// is being retried: its new attempt's answer would repeat what was streamed.
+    #[error(
+        "the worker executing this turn was lost after it had started answering, and the run was retried as attempt {attempt}; the answer so far is not repeated: the run is cancelled"
+    )]
+    Retried {
+        /// The new attempt.
+        attempt: i64,
+    },
     /// The run ended without an answer: failed or cancelled, with its error.
     #[error("{}", .0.error.message)]
     Ended(Box<Ended>),

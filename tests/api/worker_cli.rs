@@ -158,3 +158,32 @@ async fn once_exits_after_one_run() {
     assert_eq!(api.run(first["id"].as_str().unwrap()).await["status"], "completed");
     assert_eq!(api.run(second["id"].as_str().unwrap()).await["status"], "queued", "only one run");
 }
+
+/// A streamed chat turn whose worker dies after the answer started: the retried attempt's
+/// answer is never appended to the first's — the stream ends with an error and the run is
+/// cancelled.
+#[tokio::test]
+async fn a_streamed_turn_whose_worker_dies_mid_answer_ends_with_an_error_not_a_second_answer() {
+    let (hearth, token) = server().await;
+    let api = Api::new(&hearth);
+    let mut doomed = worker(&hearth, &token, "ts", "doomed", &[]);
+    let body = json!({"model": "echo", "stream": true,
+                      "messages": [{"role": "user", "content": "call:test__sleep {\"ms\":20000}"}]});
+    let response =
+        api.request(reqwest::Method::POST, "/v1/chat/completions").json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let run = response.headers()["x-run-id"].to_str().unwrap().to_owned();
+    let reader = tokio::spawn(async move { response.text().await.unwrap() });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !api.all_events(&run).await.iter().any(|e| e["type"] == "tool.started") {
+        assert!(std::time::Instant::now() < deadline, "the tool never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill9();
+    let _rescuer = worker(&hearth, &token, "ts", "rescuer", &[]);
+    let text = tokio::time::timeout(PATIENCE, reader).await.unwrap().unwrap();
+    assert!(text.contains("attempt 2") && text.contains("\"error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let done = api.wait_end(&run).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+}
