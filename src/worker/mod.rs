@@ -167,7 +167,12 @@ impl Executor {
             serde_json::from_str(&claimed.run.input).map_err(|e| format!("stored run input: {e}"))?;
         let scope = TurnScope { org: &claimed.run.organization_id, user: claimed.run.user_id.as_deref() };
         let tools = TurnTools { toolbox: &self.toolbox, scope, timeout: self.tool_timeout };
-        build_turn(&self.models, tools, &claimed.run.resolved_profile, input, &claimed.history)
+        let mut turn =
+            build_turn(&self.models, tools, &claimed.run.resolved_profile, input, &claimed.history)?;
+        if let Some(note) = interrupted_note(&claimed.interrupted) {
+            turn.0.messages.push(note);
+        }
+        Ok(turn)
     }
 }
 
@@ -225,6 +230,26 @@ pub fn build_turn(
     Ok((turn, input.messages))
 }
 
+/// What the model is told of the tool calls an earlier attempt of its turn started and never
+/// finished: their outcome is unknown, so it must not repeat them blindly.
+#[must_use]
+pub fn interrupted_note(calls: &[crate::domain::event::ToolStarted]) -> Option<Message> {
+    if calls.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = calls
+        .iter()
+        .map(|c| format!("- `{}` (call {}) with arguments {}", c.name, c.id, c.arguments))
+        .collect();
+    let text = format!(
+        "Note from the runtime: an earlier attempt at this turn was interrupted while these tool calls were \
+         running. Whether they took effect is unknown. Do not repeat them blindly: check their effect first \
+         if you can, or tell the user.\n{}",
+        list.join("\n")
+    );
+    Some(Message::text(Role::System, text))
+}
+
 /// Records a run executed on a request as cancelled when the request is dropped mid-turn.
 struct Abandon {
     queue: Arc<Queue>,
@@ -262,4 +287,22 @@ pub(crate) fn completion_of(outcome: Outcome, input_messages: Vec<Message>) -> C
         ),
     };
     Completion { outcome, usage, messages, upstream_ms: 0.0, tail: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::ToolStarted;
+
+    #[test]
+    fn interrupted_calls_are_reported_to_the_model_as_unknown() {
+        assert!(interrupted_note(&[]).is_none());
+        let call =
+            ToolStarted { id: "c1".into(), name: "charge_card".into(), arguments: "{\"eur\":5}".into() };
+        let note = interrupted_note(&[call]).unwrap();
+        assert_eq!(note.role, Role::System);
+        let text = note.content.unwrap();
+        assert!(text.contains("charge_card") && text.contains("c1") && text.contains("unknown"), "{text}");
+        assert!(text.contains("Do not repeat them blindly"), "{text}");
+    }
 }

@@ -128,6 +128,8 @@ struct ClaimWire {
     organization_id: OrgId,
     #[serde(default)]
     user_id: Option<String>,
+    #[serde(default)]
+    interrupted_tool_calls: Vec<crate::domain::event::ToolStarted>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,7 +343,7 @@ impl Worker {
             &claim.session.messages,
         );
         let head = json!({"worker_id": self.id, "attempt": claim.attempt});
-        let (turn, input_messages) = match built {
+        let (mut turn, input_messages) = match built {
             Ok(built) => built,
             Err(message) => {
                 return Some(ending(
@@ -351,6 +353,9 @@ impl Worker {
                 ));
             }
         };
+        if let Some(note) = super::interrupted_note(&claim.interrupted_tool_calls) {
+            turn.messages.push(note);
+        }
         let (sink, flusher) = RemoteSink::start(self.server.clone(), claim, &self.id, cancel.clone());
         let outcome = agent::run_turn(turn, &sink, cancel).await;
         drop(sink);
