@@ -21,6 +21,8 @@ mod runs;
 #[cfg(test)]
 mod streams;
 #[cfg(test)]
+mod stress;
+#[cfg(test)]
 mod support;
 #[cfg(test)]
 mod worker_cli;
