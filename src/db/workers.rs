@@ -114,16 +114,31 @@ pub fn list_workers(conn: &Connection) -> Result<Vec<WorkerListing>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// How many active workers of `runtime` heartbeated since `since` (Unix ms).
+/// An active worker with a recent heartbeat: what the guard of a runner-flag change weighs.
+#[derive(Debug, Clone)]
+pub struct HealthyWorker {
+    /// Unique name.
+    pub name: String,
+    /// Its version, as it registered it (compared as a version by the caller, not as text).
+    pub version: String,
+}
+
+/// The active workers of `runtime` that heartbeated since `since` (Unix ms), by name.
 ///
 /// # Errors
 /// On a database failure.
-pub fn count_healthy_workers(conn: &Connection, runtime: &str, since: i64) -> Result<i64, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT count(*) FROM workers WHERE runtime = ?1 AND status = 'active' AND last_heartbeat_at >= ?2",
-        )?
-        .query_row(params![runtime, since], |r| r.get(0))?)
+pub fn list_healthy_workers(
+    conn: &Connection,
+    runtime: &str,
+    since: i64,
+) -> Result<Vec<HealthyWorker>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, version FROM workers
+         WHERE runtime = ?1 AND status = 'active' AND last_heartbeat_at >= ?2 ORDER BY name",
+    )?;
+    let rows = stmt
+        .query_map(params![runtime, since], |r| Ok(HealthyWorker { name: r.get(0)?, version: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// What the worker protocol needs of a registered worker.
