@@ -120,7 +120,8 @@ fn set_runner_is_refused_when_the_healthy_workers_run_below_the_minimum_version(
     assert!(message.contains("runtime `go` at version ≥ 0.10.0"), "the minimum is named: {message}");
     assert!(message.contains("go-old (0.9.0)"), "the worker below it is named: {message}");
     assert!(message.contains("--force"), "{message}");
-    assert!(audit(&db, "acme").is_empty());
+    assert!(show(&db, &[], "acme")["runner_default"].is_null(), "a refused flip set the flag");
+    assert!(audit(&db, "acme").is_empty(), "a refused flip was audited as a change");
 
     // Without a minimum the same worker is enough: the refusal was the version gate's.
     ok(&db, &[], &set);
@@ -259,4 +260,29 @@ async fn orgs_show_prints_the_runner_a_new_dispatch_gets_and_why() {
     let shown = show(&db, &off, "default");
     assert_eq!(shown["runner_default"], "go", "the flag is still shown under the kill switch: {shown}");
     assert_eq!(shown["resolved_with"]["runner_flags"], false, "{shown}");
+}
+
+#[tokio::test]
+async fn a_direct_sql_update_of_the_flag_takes_effect_on_the_next_dispatch_unguarded_and_unaudited() {
+    let hearth = options().start().await;
+    let db = hearth.db_path();
+    let api = Api::new(&hearth);
+    // The statement docs/RUNNERS.md gives, with no worker of `go` anywhere.
+    set_features(
+        &db,
+        "UPDATE organizations SET features = json_set(features, '$.runner_default', 'go') WHERE slug = 'default'",
+    );
+    let run = api.start(&echo("after the update")).await;
+    assert_eq!(run["runner"], "go", "the next dispatch reads the flag, with no guard: {run}");
+    assert!(audit(&db, "default").is_empty(), "a direct update writes no audit row");
+    // Nor is the runner name checked: an unknown one fails closed to the default runner.
+    set_features(
+        &db,
+        "UPDATE organizations SET features = json_set(features, '$.runner_default', 'g0') WHERE slug = 'default'",
+    );
+    let run = api.start(&echo("a typo")).await;
+    assert_eq!(run["runner"], "ts", "{run}");
+    let reason = run["resolved_profile"]["runner_reason"].as_str().unwrap();
+    assert!(reason.starts_with("failure-closed: invalid runner_default value \"g0\""), "{reason}");
+    assert_eq!(api.wait_end(run["id"].as_str().unwrap()).await["status"], "completed");
 }
