@@ -111,7 +111,7 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
             flag(db, &settings, update).await?;
         }
         OrgsCommand::Show { slug, json, changes, settings } => {
-            let org = inspect(db, &settings, &slug, changes).await?;
+            let org = inspect(db, &resolver(&settings)?, &slug, changes).await?;
             if json {
                 output::json(&ShowView { org, resolved_with: ResolvedWith::new(&settings) })?;
             } else {
@@ -124,6 +124,8 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
 
 async fn flag(db: &Db, settings: &RunnerConfig, update: FlagUpdate) -> anyhow::Result<()> {
     let slug = update.org_slug.clone();
+    // Built first, so that settings `serve` would refuse stop the command before any change.
+    let resolver = resolver(settings)?;
     let policy = FlagPolicy { runners: &settings.runners.0, min_versions: &settings.runner_min_version };
     let change = set_runner_flag(db, policy, update).await.map_err(|e| match e {
         FlagError::Db(e) => anyhow::Error::new(e),
@@ -134,15 +136,20 @@ async fn flag(db: &Db, settings: &RunnerConfig, update: FlagUpdate) -> anyhow::R
     output::line(&format!("{slug}: runner_default {} -> {}{forced}", show(&change.old), show(&change.new)))?;
     // What the change means for new dispatches under these settings: a kill switch or a ramp
     // may make it differ from the flag.
-    let org = inspect(db, settings, &slug, 0).await?;
+    let org = inspect(db, &resolver, &slug, 0).await?;
     output::line(&format!("new dispatches go to: {} ({})", org.effective_runner, org.runner_reason))?;
     Ok(())
 }
 
-/// Inspects `slug` with a resolver built from `settings`, as `serve` builds its own.
-async fn inspect(db: &Db, settings: &RunnerConfig, slug: &str, changes: u32) -> anyhow::Result<OrgRunner> {
-    let resolver = Resolver::new(settings.resolver_rules().map_err(ConfigError)?);
-    inspect_org(db, &resolver, slug, changes)
+/// A resolver built from `settings` as `serve` builds its own (an invalid ramp is refused, naming
+/// HEARTH_RUNNER_RAMP).
+fn resolver(settings: &RunnerConfig) -> anyhow::Result<Resolver> {
+    Ok(Resolver::new(settings.resolver_rules().map_err(ConfigError)?))
+}
+
+/// Inspects `slug` with `resolver`.
+async fn inspect(db: &Db, resolver: &Resolver, slug: &str, changes: u32) -> anyhow::Result<OrgRunner> {
+    inspect_org(db, resolver, slug, changes)
         .await?
         .ok_or_else(|| ConfigError(format!("no organization with slug `{slug}`")).into())
 }

@@ -132,6 +132,11 @@ fn set_runner_is_refused_when_the_healthy_workers_run_below_the_minimum_version(
 fn set_runner_with_force_is_accepted_and_audited_as_forced() {
     let (_dir, db) = acme();
     worker(&db, "go-old", "go", "0.9.0", "active", 1_000);
+    // Settings `serve` would refuse stop even a forced flip before it changes anything.
+    let bad_ramp =
+        refused(&db, &[("HEARTH_RUNNER_RAMP", "rust=5")], &["orgs", "set-runner", "acme", "go", "--force"]);
+    assert!(bad_ramp.contains("HEARTH_RUNNER_RAMP"), "{bad_ramp}");
+    assert!(audit(&db, "acme").is_empty(), "{bad_ramp}");
     let stdout = ok(&db, &[MIN_GO], &["orgs", "set-runner", "acme", "go", "--force", "--reason", "go-live"]);
     assert!(stdout.contains("runner_default (none) -> go (forced)"), "{stdout}");
     assert!(stdout.contains("new dispatches go to: go (organization flag runner_default=go)"), "{stdout}");
