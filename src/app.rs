@@ -108,6 +108,7 @@ impl App {
             toolbox,
             executor: Arc::clone(&executor),
             max_steps: config.agent.max_steps,
+            no_worker_wait: Duration::from_secs(config.queue.no_worker_wait_s),
         });
         let shutdown = CancellationToken::new();
         let fleet = Fleet::new(FleetParts {

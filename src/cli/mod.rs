@@ -1,4 +1,4 @@
-//! The command line: `hearth serve | migrate | orgs | keys | workers`, each setting a flag with an
+//! The command line: `hearth serve | migrate | worker | orgs | keys | workers`, each setting a flag with an
 //! env var.
 
 mod keys;
@@ -6,13 +6,14 @@ mod migrate;
 mod orgs;
 mod output;
 mod serve;
+mod worker;
 mod workers;
 
 use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{GlobalConfig, ServeConfig};
+use crate::config::{GlobalConfig, ServeConfig, WorkerConfig};
 use crate::db::migrate::SchemaState;
 use crate::db::{Db, migrate as schema};
 
@@ -42,6 +43,8 @@ pub enum Command {
     /// Manage API keys (secrets are shown once, alone on the last stdout line).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Run as an external worker of one runner, over the worker protocol (SIGTERM drains).
+    Worker(Box<WorkerConfig>),
     /// List workers and manage worker tokens (a new token's secret is shown once, alone on the
     /// last stdout line).
     #[command(subcommand)]
@@ -73,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orgs(command) => orgs::run(&open_migrated(&db_path)?, command).await,
         Command::Keys(command) => keys::run(&open_migrated(&db_path)?, command).await,
         Command::Workers(command) => workers::run(&open_migrated(&db_path)?, command).await,
+        Command::Worker(config) => worker::run(*config).await,
     }
 }
 

@@ -27,16 +27,7 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let static_key = config.auth.static_api_key().map_err(ConfigError)?;
     let rules = config.runner.resolver_rules().map_err(ConfigError)?;
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
-    let catalog = match &config.upstream.config {
-        Some(path) => Catalog::load(path).map_err(ConfigError)?,
-        None => Catalog::default(),
-    };
-    let models = Models::build(
-        &ProviderSettings::from_config(&config.upstream),
-        catalog,
-        config.upstream.model_specifier.clone(),
-    )
-    .map_err(ConfigError)?;
+    let models = build_models(&config.upstream)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let role = RoleSource::new(config.storage.litefs_dir.as_deref()).current();
     let db = Db::open(db_path, config.storage.db_readers)?;
@@ -99,6 +90,20 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
     finish(&state, &db).await;
     Ok(())
+}
+
+/// The models requests may name: the providers configured, `hearth.toml`'s aliases and
+/// agents, the default model.
+///
+/// # Errors
+/// A message naming the setting that is wrong.
+pub(super) fn build_models(upstream: &crate::config::UpstreamConfig) -> Result<Models, ConfigError> {
+    let catalog = match &upstream.config {
+        Some(path) => Catalog::load(path).map_err(ConfigError)?,
+        None => Catalog::default(),
+    };
+    Models::build(&ProviderSettings::from_config(upstream), catalog, upstream.model_specifier.clone())
+        .map_err(ConfigError)
 }
 
 /// Brings the schema up to date (writer nodes with auto-migrate) or checks that it is.

@@ -17,6 +17,7 @@ mod runner;
 mod secret;
 mod storage;
 mod upstream;
+mod worker;
 
 use clap::Args;
 
@@ -30,6 +31,7 @@ pub use runner::{RunnerConfig, RunnerList};
 pub use secret::Secret;
 pub use storage::StorageConfig;
 pub use upstream::UpstreamConfig;
+pub use worker::WorkerConfig;
 
 /// Settings of `hearth serve`, grouped by concern.
 #[derive(Debug, Clone, Args)]

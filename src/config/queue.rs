@@ -35,4 +35,10 @@ pub struct QueueConfig {
     #[arg(long, env = "HEARTH_HEARTBEAT_S", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub heartbeat_s: u64,
+
+    /// Seconds a chat turn waits for a worker to claim its run when no live worker serves the
+    /// run's runner; then the run is cancelled and the turn answers 503. 0: no wait.
+    #[arg(long, env = "HEARTH_NO_WORKER_WAIT_S", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub no_worker_wait_s: u64,
 }

@@ -272,18 +272,18 @@ pub fn finish_held_run(
     Ok(changed == 1)
 }
 
-/// Cancels a run that is still queued; returns whether it was.
+/// Cancels a run that is still queued, with `error`; returns whether it was.
 ///
 /// # Errors
 /// On a database failure.
-pub fn cancel_queued_run(conn: &Connection, id: &RunId, now: i64) -> Result<bool, DbError> {
+pub fn cancel_queued_run(conn: &Connection, id: &RunId, error: &RunError, now: i64) -> Result<bool, DbError> {
     let changed = conn
         .prepare_cached(
             "UPDATE runs SET status = 'cancelled', cancel_requested = 1, finished_at = ?2, updated_at = ?2,
-                             error = '{\"message\":\"cancelled before it started\",\"code\":\"cancelled\"}'
+                             error = ?3
              WHERE id = ?1 AND status = 'queued'",
         )?
-        .execute(params![id, now])?;
+        .execute(params![id, now, JsonText(error)])?;
     Ok(changed == 1)
 }
 

@@ -114,6 +114,18 @@ pub fn list_workers(conn: &Connection) -> Result<Vec<WorkerListing>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many active workers of `runtime` heartbeated since `since` (Unix ms).
+///
+/// # Errors
+/// On a database failure.
+pub fn count_healthy_workers(conn: &Connection, runtime: &str, since: i64) -> Result<i64, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM workers WHERE runtime = ?1 AND status = 'active' AND last_heartbeat_at >= ?2",
+        )?
+        .query_row(params![runtime, since], |r| r.get(0))?)
+}
+
 /// An active worker with a recent heartbeat: what the guard of a runner-flag change weighs.
 #[derive(Debug, Clone)]
 pub struct HealthyWorker {

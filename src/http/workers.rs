@@ -183,6 +183,9 @@ fn claim_json(c: &ClaimedRun) -> Value {
         "attempt": run.attempt,
         "lease_expires_at": run.lease_expires_at,
         "next_seq": c.claimed.next_seq,
+        "interrupted_tool_calls": c.claimed.interrupted,
+        "organization_id": run.organization_id,
+        "user_id": run.user_id,
     })
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Claimed, Queue, claimed_line, started_event};
 use crate::db::{DbError, messages, now_ms, run_events, runs};
-use crate::domain::event::RunEvent;
+use crate::domain::event::{EventData, RunEvent, ToolStarted};
 use crate::domain::run::RunStatus;
 use crate::ids::WorkerId;
 
@@ -43,6 +43,8 @@ impl Queue {
                 };
                 let history = messages::list_messages(conn, &run.session_id)?;
                 let mut next_seq = run_events::last_seq(conn, &run.id)? + 1;
+                let interrupted =
+                    if run.attempt > 1 { interrupted_calls(conn, &run.id)? } else { Vec::new() };
                 let mut started = None;
                 if start && runs::mark_running(conn, &run.id, &worker, run.attempt, now)? {
                     let event = started_event(next_seq, &worker, run.attempt, now);
@@ -52,7 +54,7 @@ impl Queue {
                     next_seq += 1;
                     started = Some(event);
                 }
-                Ok(Some((Claimed { run, worker, history, next_seq, unstored: false }, started)))
+                Ok(Some((Claimed { run, worker, history, next_seq, unstored: false, interrupted }, started)))
             })
             .await?;
         let claimed = claimed.map(|(c, started)| {
@@ -92,4 +94,26 @@ impl Queue {
         }
         Ok(started)
     }
+}
+
+/// The tool calls earlier attempts of `run` started and never finished, from its log.
+fn interrupted_calls(
+    conn: &rusqlite::Connection,
+    run: &crate::ids::RunId,
+) -> Result<Vec<ToolStarted>, DbError> {
+    let events = run_events::list_events_after(conn, run, 0, u32::MAX)?;
+    let finished: std::collections::HashSet<&str> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::ToolFinished(f) => Some(f.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    Ok(events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::ToolStarted(s) if !finished.contains(s.id.as_str()) => Some(s.clone()),
+            _ => None,
+        })
+        .collect())
 }

@@ -242,8 +242,14 @@ fn insert_dispatch(
     let claimed = match taker {
         Some(t) => {
             let history = if existing { messages::list_messages(conn, &run.session_id)? } else { Vec::new() };
-            let claimed =
-                Claimed { run: run.clone(), worker: t.worker, history, next_seq: 3, unstored: false };
+            let claimed = Claimed {
+                run: run.clone(),
+                worker: t.worker,
+                history,
+                next_seq: 3,
+                unstored: false,
+                interrupted: Vec::new(),
+            };
             Some((claimed, t.slot))
         }
         None => None,

@@ -65,8 +65,14 @@ impl Queue {
     /// are written. Its dispatch events reach live readers with them, once committed.
     pub(super) fn defer(&self, deferred: Deferred, taker: Taker) -> Dispatched {
         let (worker, slot) = (taker.worker, taker.slot);
-        let claimed =
-            Claimed { run: deferred.run.clone(), worker, history: Vec::new(), next_seq: 3, unstored: true };
+        let claimed = Claimed {
+            run: deferred.run.clone(),
+            worker,
+            history: Vec::new(),
+            next_seq: 3,
+            unstored: true,
+            interrupted: Vec::new(),
+        };
         dispatch_line(&claimed.run);
         claimed_line(&claimed);
         let run = claimed.run.clone();

@@ -133,13 +133,20 @@ impl Queue {
     /// # Errors
     /// On a storage failure.
     pub async fn cancel(&self, run: &RunRow) -> Result<(), DbError> {
+        self.cancel_with(run, RunError::new(ErrorCode::Cancelled, "cancelled before it started")).await
+    }
+
+    /// [`Queue::cancel`], recording `error` when the run is still queued.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn cancel_with(&self, run: &RunRow, error: RunError) -> Result<(), DbError> {
         let id = run.id.clone();
         let cancelled_queued = self
             .db
             .write(move |conn| {
                 let now = now_ms();
-                if runs::cancel_queued_run(conn, &id, now)? {
-                    let error = RunError::new(ErrorCode::Cancelled, "cancelled before it started");
+                if runs::cancel_queued_run(conn, &id, &error, now)? {
                     let event = RunEvent {
                         seq: run_events::last_seq(conn, &id)? + 1,
                         data: EventData::Cancelled(Ended::new(error)),
@@ -160,6 +167,19 @@ impl Queue {
             None => self.signal_cancel(&run.id),
         }
         Ok(())
+    }
+
+    /// Whether a worker of `runner` is alive: registered, active, and heartbeating within the
+    /// last two minutes (SPEC §6's healthy worker).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn has_live_worker(&self, runner: &str) -> Result<bool, DbError> {
+        let runner = runner.to_owned();
+        let since = now_ms() - crate::runner::HEALTHY_WITHIN_MS;
+        self.db
+            .read(move |conn| Ok(crate::db::workers::count_healthy_workers(conn, &runner, since)? > 0))
+            .await
     }
 
     /// Publishes a run's terminal batch and logs the completion; `wake` when the session has a

@@ -49,7 +49,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::domain::event::{EventData, RunEvent, Started};
+use crate::domain::event::{EventData, RunEvent, Started, ToolStarted};
 use crate::domain::message::Message;
 use crate::domain::outcome::{RunOutcome, Usage};
 use crate::ids::{RunId, WorkerId};
@@ -72,6 +72,9 @@ pub struct Claimed {
     /// Not in the database yet ([`drafts`]): its first write of events stores it (its event
     /// sink is given the queue's [`Drafts`]).
     pub unstored: bool,
+    /// Server-side tool calls an earlier attempt started and never saw finish: their outcome is
+    /// unknown, and the model is told so rather than left to replay them blindly.
+    pub interrupted: Vec<ToolStarted>,
 }
 
 /// How a held run ends.

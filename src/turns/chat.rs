@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use super::{RunInput, Start, TurnError, Turns};
 use crate::auth::Principal;
 use crate::domain::event::{Completed, EventData, EventType, RunEvent};
+use crate::domain::outcome::{ErrorCode, RunError};
 use crate::ids::{RunId, SessionId};
 use crate::queue::follow::Follower;
 use crate::queue::{Claimed, OnBusy, Queue, RunRow};
@@ -20,6 +21,15 @@ pub struct ChatTurn {
     /// `None` once executed here (its terminal event returned).
     how: Option<How>,
     guard: CancelOnDrop,
+    /// Set when no live worker serves the run's runner: how long to wait for a claim before
+    /// giving up with 503 (checked once, before the turn is followed).
+    no_worker: Option<std::time::Duration>,
+    db: crate::db::Db,
+    /// The attempt whose answer the client has started to receive (set once [`ChatTurn::head`]
+    /// returned): a later attempt's events would repeat it.
+    streaming: Option<i64>,
+    /// The attempt seen executing so far.
+    attempt: i64,
 }
 
 /// Where the turn's outcome comes from.
@@ -67,7 +77,22 @@ impl Turns {
             }
             None => How::Follow(follower),
         };
-        Ok(ChatTurn { run: dispatched.run, how: Some(how), guard })
+        let no_worker = match &how {
+            How::Follow(_) if !self.queue.has_live_worker(&dispatched.run.runner).await? => {
+                Some(self.no_worker_wait)
+            }
+            _ => None,
+        };
+        let attempt = dispatched.run.attempt;
+        Ok(ChatTurn {
+            run: dispatched.run,
+            how: Some(how),
+            guard,
+            no_worker,
+            db: self.db.clone(),
+            streaming: None,
+            attempt,
+        })
     }
 }
 
@@ -83,6 +108,7 @@ impl ChatTurn {
     /// # Errors
     /// [`TurnError::Ended`] when the run failed or was cancelled, or a storage failure.
     pub async fn outcome(mut self) -> Result<Completed, TurnError> {
+        self.wait_for_a_worker().await?;
         let terminal = match self.how.take() {
             Some(How::Here(executor, claimed, slot)) => executor.execute_here(*claimed, slot).await,
             Some(How::Follow(mut follower)) => loop {
@@ -104,6 +130,7 @@ impl ChatTurn {
     /// # Errors
     /// [`TurnError::Ended`] when the run failed or was cancelled before any output.
     pub async fn head(&mut self) -> Result<Vec<RunEvent>, TurnError> {
+        self.wait_for_a_worker().await?;
         let mut head = Vec::new();
         loop {
             let Some(event) = self.next().await? else { return Err(TurnError::Unrecorded) };
@@ -115,9 +142,35 @@ impl ChatTurn {
                 matches!(kind, EventType::TextDelta | EventType::ToolStarted) || kind.is_terminal();
             head.push(event);
             if substantive {
+                self.streaming = Some(self.attempt);
                 return Ok(head);
             }
         }
+    }
+
+    /// When no live worker serves the run's runner: waits (bounded) for a worker to claim the
+    /// run anyway, else cancels it and fails fast with [`TurnError::NoWorker`] — instead of
+    /// leaving the client hanging until it gives up.
+    async fn wait_for_a_worker(&mut self) -> Result<(), TurnError> {
+        let Some(wait) = self.no_worker.take() else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + wait;
+        let hub = self.guard.queue.hub();
+        let mut probe = Follower::new(self.db.clone(), hub, self.run.id.clone(), 0);
+        loop {
+            let batch = probe.next_batch(Some(deadline)).await?;
+            if batch.events.iter().any(|e| e.kind() == EventType::Started) || batch.closed {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        let error = TurnError::NoWorker { runner: self.run.runner.clone(), waited_s: wait.as_secs() };
+        tracing::warn!(run.id = %self.run.id, runner = %self.run.runner, "no live worker took the chat turn: cancelling it");
+        let reason = RunError::new(ErrorCode::Cancelled, error.to_string());
+        self.guard.queue.cancel_with(&self.run, reason).await?;
+        self.guard.disarm();
+        Err(error)
     }
 
     /// The turn's next event, `None` after its terminal one. A turn answered whole that the
@@ -134,6 +187,13 @@ impl ChatTurn {
             },
             None => None,
         };
+        if let Some(RunEvent { data: EventData::Started(started), .. }) = &event {
+            self.attempt = started.attempt;
+            if self.streaming.is_some_and(|a| a != started.attempt) {
+                // Left armed: dropping the turn cancels the retried run.
+                return Err(TurnError::Retried { attempt: started.attempt });
+            }
+        }
         if event.as_ref().is_none_or(|e| e.kind().is_terminal()) {
             self.guard.disarm();
         }

@@ -40,6 +40,25 @@ pub enum TurnError {
     /// The session has a run in flight and `on_busy` is `reject`.
     #[error("session `{0}` has a run in flight (on_busy: reject)")]
     Busy(SessionId),
+    /// No live worker serves the run's runner, and none claimed the run within the wait.
+    #[error(
+        "no live worker of runner `{runner}` took the turn within {waited_s} s (HEARTH_NO_WORKER_WAIT_S); the run was cancelled: start a worker of `{runner}`, or move the organization to another runner"
+    )]
+    NoWorker {
+        /// The runner.
+        runner: String,
+        /// How long it waited.
+        waited_s: u64,
+    },
+    /// The worker executing a streamed turn was lost after the answer had started, and the run
+    /// is being retried: its new attempt's answer would repeat what was streamed.
+    #[error(
+        "the worker executing this turn was lost after it had started answering, and the run was retried as attempt {attempt}; the answer so far is not repeated: the run is cancelled"
+    )]
+    Retried {
+        /// The new attempt.
+        attempt: i64,
+    },
     /// The run ended without an answer: failed or cancelled, with its error.
     #[error("{}", .0.error.message)]
     Ended(Box<Ended>),
@@ -78,6 +97,9 @@ pub struct TurnsParts {
     pub executor: Arc<Executor>,
     /// HEARTH_MAX_STEPS, when the agent does not say.
     pub max_steps: u32,
+    /// HEARTH_NO_WORKER_WAIT_S: how long a chat turn waits for a claim when no live worker
+    /// serves its runner.
+    pub no_worker_wait: std::time::Duration,
 }
 
 /// The turn service.
@@ -88,6 +110,7 @@ pub struct Turns {
     toolbox: Arc<Toolbox>,
     executor: Arc<Executor>,
     max_steps: u32,
+    no_worker_wait: std::time::Duration,
 }
 
 /// How a turn is started.
@@ -103,8 +126,8 @@ impl Turns {
     /// The service over its parts.
     #[must_use]
     pub fn new(parts: TurnsParts) -> Self {
-        let TurnsParts { db, queue, models, toolbox, executor, max_steps } = parts;
-        Self { db, queue, models, toolbox, executor, max_steps }
+        let TurnsParts { db, queue, models, toolbox, executor, max_steps, no_worker_wait } = parts;
+        Self { db, queue, models, toolbox, executor, max_steps, no_worker_wait }
     }
 
     /// The default model (`MODEL_SPECIFIER`), for requests that name none.

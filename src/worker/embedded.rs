@@ -76,7 +76,8 @@ pub async fn start(pool: Embedded) -> Result<(), DbError> {
     Ok(())
 }
 
-fn hostname() -> String {
+/// This machine's host name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

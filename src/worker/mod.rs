@@ -6,6 +6,7 @@
 //! events through the queue's event sink, and ends it, fenced on the attempt.
 
 pub mod embedded;
+pub mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::domain::event::RunEvent;
 use crate::domain::input::RunInput;
 use crate::domain::message::{Message, Role};
 use crate::domain::outcome::{ErrorCode, RunError, RunOutcome, RunOutput};
+use crate::domain::profile::ResolvedProfile;
 use crate::domain::run::RunStatus;
 use crate::ids::WorkerId;
 use crate::llm::Models;
@@ -163,37 +165,89 @@ impl Executor {
     fn build_turn(&self, claimed: &Claimed) -> Result<(Turn, Vec<Message>), String> {
         let input: RunInput =
             serde_json::from_str(&claimed.run.input).map_err(|e| format!("stored run input: {e}"))?;
-        let profile = &claimed.run.resolved_profile;
-        let model = self
-            .models
-            .resolve(&profile.model)
-            .map_err(|e| format!("model `{}` is no longer available: {e}", profile.model))?;
-        let mut messages = Vec::with_capacity(claimed.history.len() + input.messages.len() + 1);
-        let mut options = input.options;
-        if let Some(agent) = &model.agent {
-            if let Some(system) = &agent.system {
-                messages.push(Message::text(Role::System, system.clone()));
-            }
-            options.temperature = options.temperature.or(agent.temperature);
-        }
-        messages.extend(claimed.history.iter().cloned());
-        messages.extend(input.messages.iter().cloned());
         let scope = TurnScope { org: &claimed.run.organization_id, user: claimed.run.user_id.as_deref() };
-        let turn = Turn {
-            model: model.chat,
-            model_name: model.model,
-            messages,
-            client_tools: input.tools,
-            server_tools: self.toolbox.for_turn(scope),
-            allowed_tools: profile.tools.clone(),
-            max_steps: profile.max_steps,
-            options,
-            tool_timeout: self.tool_timeout,
-            stream: input.stream,
-            upstream_nanos: Arc::default(),
-        };
-        Ok((turn, input.messages))
+        let tools = TurnTools { toolbox: &self.toolbox, scope, timeout: self.tool_timeout };
+        let mut turn =
+            build_turn(&self.models, tools, &claimed.run.resolved_profile, input, &claimed.history)?;
+        if let Some(note) = interrupted_note(&claimed.interrupted) {
+            turn.0.messages.push(note);
+        }
+        Ok(turn)
     }
+}
+
+/// A turn's server-side tools: the toolbox, who they act for, and their timeout.
+#[derive(Clone, Copy)]
+pub struct TurnTools<'a> {
+    /// Chooses them.
+    pub toolbox: &'a Toolbox,
+    /// For whom.
+    pub scope: TurnScope<'a>,
+    /// The longest one call may take.
+    pub timeout: Duration,
+}
+
+/// The agent loop's turn for a run: the profile's model (and agent), the conversation so far
+/// (`history`, the agent's system prompt first) and this turn's input. Returns the turn and
+/// the input's messages (what the turn adds to the session before its answer). The embedded
+/// and the external worker build turns alike.
+///
+/// # Errors
+/// A model that is no longer available, as a message for the run's error.
+pub fn build_turn(
+    models: &Models,
+    tools: TurnTools<'_>,
+    profile: &ResolvedProfile,
+    input: RunInput,
+    history: &[Message],
+) -> Result<(Turn, Vec<Message>), String> {
+    let model = models
+        .resolve(&profile.model)
+        .map_err(|e| format!("model `{}` is no longer available: {e}", profile.model))?;
+    let mut messages = Vec::with_capacity(history.len() + input.messages.len() + 1);
+    let mut options = input.options;
+    if let Some(agent) = &model.agent {
+        if let Some(system) = &agent.system {
+            messages.push(Message::text(Role::System, system.clone()));
+        }
+        options.temperature = options.temperature.or(agent.temperature);
+    }
+    messages.extend(history.iter().cloned());
+    messages.extend(input.messages.iter().cloned());
+    let turn = Turn {
+        model: model.chat,
+        model_name: model.model,
+        messages,
+        client_tools: input.tools,
+        server_tools: tools.toolbox.for_turn(tools.scope),
+        allowed_tools: profile.tools.clone(),
+        max_steps: profile.max_steps,
+        options,
+        tool_timeout: tools.timeout,
+        stream: input.stream,
+        upstream_nanos: Arc::default(),
+    };
+    Ok((turn, input.messages))
+}
+
+/// What the model is told of the tool calls an earlier attempt of its turn started and never
+/// finished: their outcome is unknown, so it must not repeat them blindly.
+#[must_use]
+pub fn interrupted_note(calls: &[crate::domain::event::ToolStarted]) -> Option<Message> {
+    if calls.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = calls
+        .iter()
+        .map(|c| format!("- `{}` (call {}) with arguments {}", c.name, c.id, c.arguments))
+        .collect();
+    let text = format!(
+        "Note from the runtime: an earlier attempt at this turn was interrupted while these tool calls were \
+         running. Whether they took effect is unknown. Do not repeat them blindly: check their effect first \
+         if you can, or tell the user.\n{}",
+        list.join("\n")
+    );
+    Some(Message::text(Role::System, text))
 }
 
 /// Records a run executed on a request as cancelled when the request is dropped mid-turn.
@@ -217,7 +271,8 @@ impl Drop for Abandon {
     }
 }
 
-fn completion_of(outcome: Outcome, input_messages: Vec<Message>) -> Completion {
+/// The completion of a turn that ended with `outcome`.
+pub(crate) fn completion_of(outcome: Outcome, input_messages: Vec<Message>) -> Completion {
     let (outcome, usage, messages) = match outcome {
         Outcome::Completed { content, tool_calls, messages, usage } => {
             let mut all = input_messages;
@@ -232,4 +287,22 @@ fn completion_of(outcome: Outcome, input_messages: Vec<Message>) -> Completion {
         ),
     };
     Completion { outcome, usage, messages, upstream_ms: 0.0, tail: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::ToolStarted;
+
+    #[test]
+    fn interrupted_calls_are_reported_to_the_model_as_unknown() {
+        assert!(interrupted_note(&[]).is_none());
+        let call =
+            ToolStarted { id: "c1".into(), name: "charge_card".into(), arguments: "{\"eur\":5}".into() };
+        let note = interrupted_note(&[call]).unwrap();
+        assert_eq!(note.role, Role::System);
+        let text = note.content.unwrap();
+        assert!(text.contains("charge_card") && text.contains("c1") && text.contains("unknown"), "{text}");
+        assert!(text.contains("Do not repeat them blindly"), "{text}");
+    }
 }

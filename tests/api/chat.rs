@@ -98,3 +98,23 @@ async fn a_chat_turn_whose_queued_run_is_cancelled_answers_409_with_its_ids() {
         assert_ended_shape(&terminal_event(&api, &run).await, "run.cancelled", "cancelled");
     }
 }
+
+#[tokio::test]
+async fn a_chat_turn_for_a_runner_without_a_live_worker_fails_fast_with_503() {
+    let hearth = options().env("HEARTH_NO_WORKER_WAIT_S", "1").start().await;
+    no_worker_for_default(&hearth);
+    let api = Api::new(&hearth);
+    for stream in [false, true] {
+        let asked = std::time::Instant::now();
+        let body = with(echo("nobody serves go"), &json!({"stream": stream}));
+        let response = api.request(Method::POST, "/v1/chat/completions").json(&body).send().await.unwrap();
+        let (run, _) = ids(&response);
+        let error = assert_error(response, 503, "unavailable").await;
+        assert!(asked.elapsed() < Duration::from_secs(10), "bounded: {:?}", asked.elapsed());
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`go`") && message.contains("HEARTH_NO_WORKER_WAIT_S"), "{message}");
+        let stored = api.run(&run).await;
+        assert_eq!(stored["status"], "cancelled", "nothing is left queued: {stored}");
+        assert_ended_shape(&terminal_event(&api, &run).await, "run.cancelled", "cancelled");
+    }
+}

@@ -23,6 +23,10 @@ mod runs;
 #[cfg(test)]
 mod streams;
 #[cfg(test)]
+mod stress;
+#[cfg(test)]
 mod support;
+#[cfg(test)]
+mod worker_cli;
 #[cfg(test)]
 mod workers;

@@ -154,6 +154,12 @@ async fn a_worker_that_lost_its_run_is_fenced_and_the_next_attempt_starts_clean(
     let claim = first.claim(5.0).await;
     assert_eq!(claim.len(), 1);
     assert_eq!(first.append(&id, 1, 3, &["attempt one"]).await.0, 200);
+    // Attempt 1 starts a tool it never sees finish (and one that does finish).
+    let tools = json!({"worker_id": first.id, "attempt": 1, "from_seq": 4, "events": [
+        {"type": "tool.started", "data": {"id": "c1", "name": "charge_card", "arguments": "{\"eur\":5}"}},
+        {"type": "tool.started", "data": {"id": "c2", "name": "lookup", "arguments": "{}"}},
+        {"type": "tool.finished", "data": {"id": "c2", "name": "lookup", "is_error": false, "result": "ok"}}]});
+    assert_eq!(first.post(&format!("/v1/runs/{id}/events"), &tools).await.0, 200);
     let old_id = first.id.clone();
 
     // The worker restarts under its name: what it held is given back, attempt 2.
@@ -166,6 +172,12 @@ async fn a_worker_that_lost_its_run_is_fenced_and_the_next_attempt_starts_clean(
 
     let again = first.claim(5.0).await;
     assert_eq!(again[0]["attempt"], 2, "{again:?}");
+    // The interrupted call is handed to attempt 2, to be reported to the model, not replayed.
+    assert_eq!(
+        again[0]["interrupted_tool_calls"],
+        json!([{"id": "c1", "name": "charge_card", "arguments": "{\"eur\":5}"}]),
+        "{again:?}"
+    );
     let next = again[0]["next_seq"].as_i64().unwrap();
     assert_eq!(first.append(&id, 2, next, &["attempt two"]).await.0, 200);
     assert_eq!(first.complete(&id, 2, "attempt two").await.0, 200);

@@ -263,6 +263,12 @@ async fn stream_turn(mut turn: ChatTurn, meta: Meta) -> Response {
                         done = event.kind().is_terminal();
                         pending.extend(frames(&meta, event));
                     }
+                    // The answer cannot go on (its worker was lost mid-answer): a terminal error
+                    // chunk, never a second attempt's text after the first's.
+                    Err(error @ TurnError::Retried { .. }) => {
+                        done = true;
+                        pending.push_back(Event::default().data(ApiError::from(error).body().to_string()));
+                    }
                     Ok(None) | Err(_) => return None,
                 }
             }

@@ -386,3 +386,82 @@ impl Drop for Hearth {
         let _ = self.child.wait();
     }
 }
+
+/// A running `hearth worker` child process (an external worker of `hearth`); killed on drop.
+pub struct WorkerProcess {
+    child: Child,
+    reader: Option<JoinHandle<()>>,
+    lines: Lines,
+}
+
+impl WorkerProcess {
+    /// Starts `hearth worker --server <hearth> --token TOKEN --runner RUNNER NAME` with `args`
+    /// and `env` (e.g. `HEARTH_TEST_TOOLS=true`).
+    pub fn start(
+        hearth: &Hearth,
+        token: &str,
+        runner: &str,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = command_in(hearth.dir.path());
+        let mut child = cmd
+            .args(["worker", "--server", hearth.base_url(), "--runner", runner, "--name", name])
+            .args(args)
+            .env("HEARTH_WORKER_TOKEN", token)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hearth worker");
+        let lines = Lines::default();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let reader = read_lines(stderr, Arc::clone(&lines));
+        Self { child, reader: Some(reader), lines }
+    }
+
+    /// The worker's JSON log lines so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
+    /// Kills the worker with SIGKILL (a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// Waits for the worker to exit; fails the test after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll hearth worker") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hearth worker still ran after {timeout:?}: {:?}",
+                self.log_lines()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
