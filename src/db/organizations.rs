@@ -78,6 +78,24 @@ pub fn find_organization_by_slug(conn: &Connection, slug: &str) -> Result<Option
     conn.prepare_cached(sql)?.query_row([slug], from_row).optional()?.map(finish).transpose()
 }
 
+/// The organization with this slug, if any, and its `features` column as stored: parsed into
+/// `features` when it is JSON (else left `Null`), the text returned either way. For inspecting a
+/// row that a hand edit may have left unreadable to [`find_organization_by_slug`].
+///
+/// # Errors
+/// On a database failure.
+pub fn find_organization_as_stored(
+    conn: &Connection,
+    slug: &str,
+) -> Result<Option<(Organization, String)>, DbError> {
+    let sql = select_org!(" FROM organizations WHERE slug = ?1");
+    let found = conn.prepare_cached(sql)?.query_row([slug], from_row).optional()?;
+    Ok(found.map(|(mut org, text)| {
+        org.features = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (org, text)
+    }))
+}
+
 /// The organization with this id, if any.
 ///
 /// # Errors

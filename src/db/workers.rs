@@ -126,6 +126,33 @@ pub fn count_healthy_workers(conn: &Connection, runtime: &str, since: i64) -> Re
         .query_row(params![runtime, since], |r| r.get(0))?)
 }
 
+/// An active worker with a recent heartbeat: what the guard of a runner-flag change weighs.
+#[derive(Debug, Clone)]
+pub struct HealthyWorker {
+    /// Unique name.
+    pub name: String,
+    /// Its version, as it registered it (compared as a version by the caller, not as text).
+    pub version: String,
+}
+
+/// The active workers of `runtime` that heartbeated since `since` (Unix ms), by name.
+///
+/// # Errors
+/// On a database failure.
+pub fn list_healthy_workers(
+    conn: &Connection,
+    runtime: &str,
+    since: i64,
+) -> Result<Vec<HealthyWorker>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, version FROM workers
+         WHERE runtime = ?1 AND status = 'active' AND last_heartbeat_at >= ?2 ORDER BY name",
+    )?;
+    let rows = stmt
+        .query_map(params![runtime, since], |r| Ok(HealthyWorker { name: r.get(0)?, version: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// What the worker protocol needs of a registered worker.
 #[derive(Debug, Clone)]
 pub struct WorkerState {

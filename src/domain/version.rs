@@ -58,6 +58,20 @@ impl MinVersions {
         Ok(Self(out))
     }
 
+    /// The minimum version of `runtime`, if it has one.
+    #[must_use]
+    pub fn minimum(&self, runtime: &str) -> Option<Version> {
+        self.0.get(runtime).copied()
+    }
+
+    /// Whether a worker of `runtime` at `version` passes the gate: always when the runtime has no
+    /// minimum; else when `version` parses and is at or above it (compared as versions, so
+    /// `0.10.0` is above `0.9.9`).
+    #[must_use]
+    pub fn admits(&self, runtime: &str, version: &str) -> bool {
+        self.0.get(runtime).is_none_or(|min| Version::parse(version).is_ok_and(|v| v >= *min))
+    }
+
     /// Why a worker of `runtime` at `version` may not register, if it may not.
     #[must_use]
     pub fn refusal(&self, runtime: &str, version: &str) -> Option<String> {
@@ -94,5 +108,20 @@ mod tests {
         assert!(refused.contains("0.5.0") && refused.contains("0.4.9"), "{refused}");
         assert!(gate.refusal("go", "banana").is_some());
         assert!(MinVersions::parse("go").is_err());
+    }
+
+    #[test]
+    fn the_gate_admits_versions_by_order_not_by_text() {
+        let gate = MinVersions::parse("go=0.5.0").unwrap();
+        assert_eq!(gate.minimum("go"), Some(Version(0, 5, 0)));
+        assert_eq!(gate.minimum("ts"), None);
+        assert!(gate.admits("go", "0.5.0") && gate.admits("go", "v0.5.1") && gate.admits("go", "0.10.0"));
+        // As text, "0.10.0" < "0.5.0" and "0.4.10" > "0.4.1": the gate must not compare text.
+        assert!(!gate.admits("go", "0.4.10") && !gate.admits("go", "0.4.9"));
+        assert!(!gate.admits("go", "banana"), "an unreadable version is not at the minimum");
+        assert!(gate.admits("ts", "banana"), "a runtime without a minimum admits any version");
+        for version in ["0.4.9", "0.5.0", "0.10.0", "junk"] {
+            assert_eq!(gate.admits("go", version), gate.refusal("go", version).is_none(), "{version}");
+        }
     }
 }

@@ -13,6 +13,8 @@ mod chat;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod cli_orgs;
+#[cfg(test)]
 mod cli_workers;
 #[cfg(test)]
 mod foundation;
