@@ -266,6 +266,62 @@ def row(name, direct, hearth, unit="ms"):
     print(f"| {name:<44} | {direct:>10.3f} | {hearth:>10.3f} | {hearth - direct:>+9.3f} | {ratio:>6.2f} | {unit:<5} |")
 
 
+async def sequential_runs(port, count):
+    """`count` runs one after another (POST, then wait for its end): claim latency is read from
+    the database afterwards (claimed_at - created_at, ms)."""
+    conn = await asyncio.open_connection("127.0.0.1", port)
+    body = {"model": "echo", "messages": [{"role": "user", "content": "one at a time"}]}
+    for _ in range(count):
+        _, payload, conn = await request("127.0.0.1", port, "POST", "/v1/runs", body, conn=conn)
+        run = json.loads(payload)["id"]
+        _, _, conn = await request("127.0.0.1", port, "GET", f"/v1/runs/{run}?wait=30", conn=conn)
+    conn[1].close()
+
+
+def external_workers(fake_port, seconds, runs):
+    """(g) `hearth serve --workers 0` with two `hearth worker` processes over the worker
+    protocol: enqueue → claimed latency of runs one at a time, and turns/s through them."""
+    data = tempfile.mkdtemp(prefix="hearth-bench-workers-")
+    hearth = Hearth(data, fake_port, extra_env={"HEARTH_WORKERS": "0"})
+    db = os.path.join(data, "hearth.db")
+    bin_ = os.environ["HEARTH_BIN"]
+    out = subprocess.run([bin_, "--db", db, "workers", "token", "create", "--name", "bench"],
+                         capture_output=True, text=True, check=True)
+    token = out.stdout.strip().splitlines()[-1]
+    env = dict(os.environ, HEARTH_WORKER_TOKEN=token, HEARTH_LOG="warn",
+               OPENAI_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", OPENAI_API_KEY="bench")
+    workers = [subprocess.Popen([bin_, "worker", "--server", f"http://127.0.0.1:{hearth.port}", "--runner", "ts",
+                                 "--name", f"bench-{i}", "--concurrency", "64"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    try:
+        time.sleep(1.0)
+        asyncio.run(sequential_runs(hearth.port, runs))
+        with sqlite3.connect(db) as c:
+            waits = sorted(r[0] for r in c.execute("SELECT claimed_at - created_at FROM runs WHERE claimed_at IS NOT NULL"))
+        p50 = waits[len(waits) // 2] if waits else float("nan")
+        p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else float("nan")
+        print(f"| (g) external workers (2 x hearth worker): enqueue -> claimed, runs one at a time: "
+              f"p50 {p50} ms, p99 {p99} ms (of {len(waits)}; ms timestamps)")
+        with sqlite3.connect(db) as c:
+            before = c.execute("SELECT count(*) FROM runs WHERE claimed_at IS NOT NULL").fetchone()[0]
+        t0 = time.perf_counter()
+        rate, errors = asyncio.run(runs_api(hearth.port, 16, seconds))
+        elapsed = time.perf_counter() - t0
+        with sqlite3.connect(db) as c:
+            claimed = c.execute("SELECT count(*) FROM runs WHERE claimed_at IS NOT NULL").fetchone()[0] - before
+        print(f"| (g) external workers, runs API 16 clients: {rate:.0f} turns/s, {claimed / elapsed:.0f} claims/s "
+              f"through the protocol, {errors} errors")
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        hearth.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the script)")
@@ -274,10 +330,17 @@ def main():
     ap.add_argument("--history", type=int, default=10_000_000, help="events of history for scenario f (0: skip)")
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")
+    ap.add_argument("--workers-only", action="store_true", help="only scenario (g): external workers")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.duration, a.history, a.streams, a.hold = 1, 2, 100_000, 100, 5
     fake, fake_port = start_fake()
+    if a.workers_only:
+        try:
+            external_workers(fake_port, a.duration, 50 if a.quick else 500)
+        finally:
+            fake.terminate()
+        return
     data = tempfile.mkdtemp(prefix="hearth-bench-")
     hearth = Hearth(data, fake_port)
     try:
@@ -328,6 +391,7 @@ def run_all(a, hearth, fake_port, data):
         print(f"| (f) 32 clients with history: {h2['rps']:.0f} req/s ({h2['rps'] / empty['rps']:.2f}x empty), "
               f"p99 added {h2['p99'] - d2['p99']:.3f} ms (empty: {empty['p99'] - empty_d['p99']:.3f} ms); "
               f"share of direct {h2['rps'] / d2['rps']:.3f} (empty: {empty['rps'] / empty_d['rps']:.3f})")
+    external_workers(fake_port, a.duration, 50 if a.quick else 500)
     starts = []
     for _ in range(5):
         hearth.stop()
