@@ -149,15 +149,17 @@ pub(crate) fn bare_schema() -> Connection {
     conn
 }
 
+/// A store in a fresh temporary directory, for tests (keep the directory alive).
+#[cfg(test)]
+pub(crate) fn open_temp() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("t.db"), 4).unwrap();
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn open_temp() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db"), 4).unwrap();
-        (dir, db)
-    }
 
     #[tokio::test]
     async fn every_connection_has_the_pragmas() {

@@ -285,11 +285,7 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
 mod tests {
     use super::*;
 
-    fn open_temp() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db"), 4).unwrap();
-        (dir, db)
-    }
+    use crate::db::open_temp;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
