@@ -241,6 +241,9 @@ fn parse_complete(body: WireCompletion) -> Result<ModelOutput, ModelError> {
     })
 }
 
+/// Most tool calls one streamed answer may carry.
+const MAX_STREAMED_TOOL_CALLS: usize = 128;
+
 /// Folds streamed chunks into an output.
 #[derive(Default)]
 struct StreamState {
@@ -268,7 +271,17 @@ impl StreamState {
             deltas(text);
         }
         for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            // An index far past the calls seen so far would grow the list without bound (a
+            // hostile or broken upstream sending `index: 4000000000`).
+            let index = usize::try_from(index)
+                .ok()
+                .filter(|i| *i < MAX_STREAMED_TOOL_CALLS)
+                .ok_or_else(|| {
+                    ModelError::Protocol(format!(
+                        "a streamed tool call has index {index}: at most {MAX_STREAMED_TOOL_CALLS} calls an answer"
+                    ))
+                })?;
             while self.output.tool_calls.len() <= index {
                 self.output.tool_calls.push(ToolCall {
                     id: String::new(),
@@ -386,6 +399,26 @@ mod tests {
             assert_eq!(*seen.lock().unwrap(), o.content, "the whole text is handed on as one delta");
         }
         out
+    }
+
+    #[test]
+    fn a_streamed_tool_call_index_past_the_bound_is_refused_without_growing_anything() {
+        let no_deltas = |_: &str| {};
+        let mut state = StreamState::default();
+        let first = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"a","arguments":""}}]}}]}"#;
+        state.chunk(first, &no_deltas).unwrap();
+        let second = r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"c2","function":{"name":"b","arguments":"{}"}}]}}]}"#;
+        state.chunk(second, &no_deltas).unwrap();
+        let hostile =
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":4000000000,"function":{"arguments":"x"}}]}}]}"#;
+        let err = state.chunk(hostile, &no_deltas).unwrap_err();
+        assert!(matches!(&err, ModelError::Protocol(m) if m.contains("4000000000")), "{err}");
+        assert_eq!(state.output.tool_calls.len(), 2, "nothing grew");
+        let last = r#"{"choices":[{"delta":{"tool_calls":[{"index":127,"id":"c","function":{"name":"z","arguments":"{}"}}]}}]}"#;
+        state.chunk(last, &no_deltas).unwrap();
+        assert_eq!(state.output.tool_calls.len(), 128, "up to the bound, as before");
+        let over = r#"{"choices":[{"delta":{"tool_calls":[{"index":128,"function":{"arguments":"x"}}]}}]}"#;
+        assert!(state.chunk(over, &no_deltas).is_err());
     }
 
     #[test]
