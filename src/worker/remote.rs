@@ -147,7 +147,10 @@ struct SessionWire {
 /// The worker while it runs.
 struct Worker {
     server: Server,
-    id: String,
+    /// Its id, as its last registration answered.
+    id: Mutex<String>,
+    /// What it registers with (again, when the server no longer knows it).
+    registration: Value,
     models: Arc<Models>,
     toolbox: Arc<Toolbox>,
     settings: RemoteSettings,
@@ -176,12 +179,14 @@ pub async fn run(settings: RemoteSettings, models: Arc<Models>, toolbox: Arc<Too
         .post_retrying("v1/workers/register", &body)
         .await
         .map_err(|e| anyhow::anyhow!("could not register with {}: {e}", settings.server))?;
+    let registration = body;
     let id = registered["worker_id"].as_str().unwrap_or_default().to_owned();
     let every = Duration::from_secs(registered["heartbeat_s"].as_u64().unwrap_or(10).max(1));
     tracing::info!(worker.id = %id, worker.name = %settings.name, runner = %settings.runner, "registered");
     let worker = Arc::new(Worker {
         server,
-        id,
+        id: Mutex::new(id),
+        registration,
         models,
         toolbox,
         settings,
@@ -238,8 +243,9 @@ async fn heartbeat_loop(worker: Arc<Worker>, every: Duration, stopped: Cancellat
         }
         let in_flight = worker.running.lock().unwrap_or_else(PoisonError::into_inner).len();
         let status = if worker.drain.is_cancelled() { "draining" } else { "active" };
-        let path = format!("v1/workers/{}/heartbeat", worker.id);
+        let path = format!("v1/workers/{}/heartbeat", worker.id());
         match worker.server.post(&path, &json!({"in_flight": in_flight, "status": status})).await {
+            Err(CallError::Status(404, _)) => worker.register_again().await,
             Ok(answer) => {
                 if answer["drain"] == true && !worker.drain.is_cancelled() {
                     tracing::info!("the server asks this worker to drain");
@@ -263,8 +269,8 @@ async fn heartbeat_loop(worker: Arc<Worker>, every: Duration, stopped: Cancellat
 /// Claims while a slot is free, until drained (or, with `--once`, after one run).
 async fn claim_loop(worker: &Arc<Worker>, runs: &TaskTracker) {
     let slots = Arc::new(Semaphore::new(worker.settings.concurrency.max(1)));
-    let path = format!("v1/workers/{}/claim", worker.id);
     while !worker.drain.is_cancelled() {
+        let path = format!("v1/workers/{}/claim", worker.id());
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => match slot { Ok(s) => s, Err(_) => return },
             () = worker.drain.cancelled() => return,
@@ -277,6 +283,10 @@ async fn claim_loop(worker: &Arc<Worker>, runs: &TaskTracker) {
         };
         let claims = match answer {
             Ok(answer) => answer["runs"].as_array().cloned().unwrap_or_default(),
+            Err(CallError::Status(404, _)) => {
+                worker.register_again().await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -301,6 +311,29 @@ async fn claim_loop(worker: &Arc<Worker>, runs: &TaskTracker) {
 }
 
 impl Worker {
+    /// Its id now.
+    fn id(&self) -> String {
+        self.id.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Registers again, under its name, when the server no longer knows its id (a database
+    /// restored from a backup, say): the runs it held there are given back by the server.
+    async fn register_again(&self) {
+        tracing::warn!("the server no longer knows this worker: registering again");
+        match self.server.post_retrying("v1/workers/register", &self.registration).await {
+            Ok(answer) => {
+                if let Some(id) = answer["worker_id"].as_str() {
+                    *self.id.lock().unwrap_or_else(PoisonError::into_inner) = id.to_owned();
+                    tracing::info!(worker.id = id, "registered again");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not register again; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
     /// Executes one claimed run to its end: the agent loop, its events appended as they come,
     /// its outcome completed — or nothing more once the server says the run moved on (409).
     async fn execute(&self, claim: Value) {
@@ -342,7 +375,8 @@ impl Worker {
             claim.run.input.clone(),
             &claim.session.messages,
         );
-        let head = json!({"worker_id": self.id, "attempt": claim.attempt});
+        let id = self.id();
+        let head = json!({"worker_id": id, "attempt": claim.attempt});
         let (mut turn, input_messages) = match built {
             Ok(built) => built,
             Err(message) => {
@@ -356,7 +390,7 @@ impl Worker {
         if let Some(note) = super::interrupted_note(&claim.interrupted_tool_calls) {
             turn.messages.push(note);
         }
-        let (sink, flusher) = RemoteSink::start(self.server.clone(), claim, &self.id, cancel.clone());
+        let (sink, flusher) = RemoteSink::start(self.server.clone(), claim, &id, cancel.clone());
         let outcome = agent::run_turn(turn, &sink, cancel).await;
         drop(sink);
         let lost = flusher.await.unwrap_or(true);

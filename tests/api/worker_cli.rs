@@ -177,3 +177,26 @@ async fn a_streamed_turn_whose_worker_dies_mid_answer_ends_with_an_error_not_a_s
     let done = api.wait_end(&run).await;
     assert_eq!(done["status"], "cancelled", "{done}");
 }
+
+/// A server that forgets the worker (its database restored from a backup taken before the worker
+/// registered): the worker registers again by itself and goes on serving.
+#[tokio::test]
+async fn a_worker_the_server_forgot_registers_again_and_goes_on() {
+    let (hearth, token) = server().await;
+    let api = Api::new(&hearth);
+    let _ts = worker(&hearth, &token, "ts", "ts-1", &[]);
+    let first = api.start(&echo("before")).await;
+    assert_eq!(api.wait_end(first["id"].as_str().unwrap()).await["status"], "completed");
+    let conn = rusqlite::Connection::open(hearth.db_path()).unwrap();
+    conn.execute("DELETE FROM workers WHERE name = 'ts-1'", []).unwrap();
+    assert_eq!(worker_id(&hearth, "ts-1"), Value::Null);
+    // Its next heartbeat (1 s) is answered 404: it registers again.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while worker_id(&hearth, "ts-1") == Value::Null {
+        assert!(std::time::Instant::now() < deadline, "the worker never registered again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = api.start(&echo("after")).await;
+    let done = api.wait_end(after["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
