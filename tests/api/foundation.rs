@@ -73,6 +73,22 @@ async fn metrics_count_requests_by_route_method_and_status() {
     assert!(has_line(&text, "hearth_http_request_duration_seconds_bucket{", &labels), "{text}");
 }
 
+/// Invented methods and paths do not grow the label set: they are counted as `other` and
+/// `unmatched`, whatever they are.
+#[tokio::test]
+async fn metrics_labels_stay_bounded_whatever_clients_send() {
+    let hearth = Hearth::start().await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        client.request(method, hearth.url(&format!("/nowhere/{i}"))).send().await.unwrap();
+    }
+    let text = hearth.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("INVENTED") && !text.contains("/nowhere"), "{text}");
+    let labels = [r#"route="unmatched""#, r#"method="other""#];
+    assert!(has_line(&text, "hearth_http_requests_total{", &labels), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_token_is_enforced_when_set() {
     let hearth = Hearth::options().env("HEARTH_METRICS_TOKEN", "metrics-secret-1").start().await;
