@@ -47,3 +47,43 @@ impl RateLimits {
         }
     }
 }
+
+impl RateLimits {
+    /// Forgets the keys and users whose limit has fully replenished (their state is that of one
+    /// never seen): without it the maps keep one entry per key and user ever seen.
+    pub fn prune(&self) {
+        for limiter in [self.per_key.as_ref(), self.per_user.as_ref()].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// How many keys and users the limits remember (for tests and metrics).
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        [self.per_key.as_ref(), self.per_user.as_ref()].into_iter().flatten().map(|l| l.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maps_forget_keys_whose_limit_has_replenished() {
+        // 60,000 a minute: one request's cell comes back within a millisecond.
+        let limits = RateLimits::new(Some(60_000), Some(60_000));
+        for i in 0..100 {
+            limits.check(&format!("key{i}"), Some(&format!("user{i}"))).unwrap();
+        }
+        assert_eq!(limits.remembered(), 200);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        limits.prune();
+        assert_eq!(limits.remembered(), 0, "replenished entries are forgotten");
+        let strict = RateLimits::new(Some(1), None);
+        strict.check("busy", None).unwrap();
+        strict.prune();
+        assert_eq!(strict.remembered(), 1, "a key still limited is kept");
+        assert!(strict.check("busy", None).is_err());
+    }
+}

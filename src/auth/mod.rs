@@ -136,6 +136,11 @@ impl Authenticator {
         }
     }
 
+    /// Forgets rate-limit state that has fully replenished (run now and then).
+    pub fn prune_limits(&self) {
+        self.limits.prune();
+    }
+
     /// Authenticates a request's credentials and counts it against the rate limits;
     /// `user_required`: the route is one where HEARTH_REQUIRE_USER applies.
     ///

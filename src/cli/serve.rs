@@ -78,6 +78,7 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         "listening"
     );
     watch_signals(&state);
+    prune_rate_limits(&state);
     if role.is_writer() {
         state.tasks().spawn(checkpoint::run_policy(db.clone(), state.shutdown().clone()));
         let every = Duration::from_secs(state.config().queue.heartbeat_s);
@@ -135,6 +136,19 @@ fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Resu
         ))
         .into()),
     }
+}
+
+/// Every minute, forgets the rate-limit state of keys and users whose limit has replenished.
+fn prune_rate_limits(state: &AppState) {
+    let (app, shutdown) = (state.clone(), state.shutdown().clone());
+    state.tasks().spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => app.auth().prune_limits(),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// Cancels the app's shutdown token on SIGTERM or SIGINT.
