@@ -73,6 +73,30 @@ pub enum Outcome {
     },
 }
 
+/// Runs a turn to its end; a panic inside it (a bug in hearth or in a tool) ends only this
+/// turn, as a failure with code `internal_error`, never the worker.
+pub async fn run_turn_guarded(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -> Outcome {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(run_turn(turn, emit, cancel)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            tracing::error!(panic = %what, "a turn panicked: it fails, the worker goes on");
+            Outcome::Failed {
+                error: RunError::new(
+                    ErrorCode::Internal,
+                    "hearth failed inside this turn (a bug, logged); the run failed",
+                ),
+                usage: Usage::default(),
+            }
+        }
+    }
+}
+
 /// Runs a turn to its end.
 pub async fn run_turn(turn: Turn, emit: &dyn Emit, cancel: &CancellationToken) -> Outcome {
     let mut usage = Usage::default();

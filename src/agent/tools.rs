@@ -5,7 +5,8 @@
 //! when the turn executes, [`Toolbox::for_turn`] gives the executor for that organization and
 //! user (MCP servers, a later issue, plug in here: their client sessions are per user). The `test` tools exist only when
 //! HEARTH_TEST_TOOLS is on: `test__echo` returns its `text`, `test__sleep` waits `ms`
-//! milliseconds (cancellable), `test__fail` fails with its `message`, and `test__loop` answers
+//! milliseconds (cancellable), `test__fail` fails with its `message`, `test__panic` panics (a bug
+//! inside a turn, on purpose), and `test__loop` answers
 //! with a directive that makes the `echo` model call it again (to exercise `max_steps`).
 
 use std::time::Duration;
@@ -75,6 +76,12 @@ impl Toolbox {
     }
 }
 
+/// `test__panic`: a bug inside a turn, on purpose (HEARTH_TEST_TOOLS only).
+#[expect(clippy::panic, reason = "the test tool that exercises the turn's panic boundary")]
+fn test_panic() -> ToolResult {
+    panic!("test__panic was called")
+}
+
 /// No server-side tools.
 #[derive(Debug, Clone, Copy)]
 pub struct NoTools;
@@ -113,6 +120,11 @@ impl ToolExecutor for TestTools {
                 json!({"type": "object", "properties": {"message": {"type": "string"}}}),
             ),
             spec("test__loop", "Asks the echo model to call it again.", json!({"type": "object"})),
+            spec(
+                "test__panic",
+                "Panics (tests that a bug inside a turn fails only that run).",
+                json!({"type": "object"}),
+            ),
         ]
     }
 
@@ -131,6 +143,7 @@ impl ToolExecutor for TestTools {
                     Err(arguments.get("message").and_then(Value::as_str).unwrap_or("failed").to_owned())
                 }
                 "test__loop" => Ok("call:test__loop {}".to_owned()),
+                "test__panic" => test_panic(),
                 other => Err(format!("unknown tool `{other}`")),
             }
         })

@@ -128,18 +128,21 @@ pub enum ErrorCode {
     Cancelled,
     /// The stored run could not be executed (its input, profile or model is unusable).
     InvalidRun,
+    /// hearth failed inside the turn (a bug; logged).
+    Internal,
     /// A code this version does not know (written by another worker runtime).
     Other(String),
 }
 
 impl ErrorCode {
-    const KNOWN: [Self; 6] = [
+    const KNOWN: [Self; 7] = [
         Self::UpstreamError,
         Self::UpstreamTimeout,
         Self::MaxStepsExceeded,
         Self::MaxAttemptsExceeded,
         Self::Cancelled,
         Self::InvalidRun,
+        Self::Internal,
     ];
 
     /// The stored and wire string.
@@ -152,6 +155,7 @@ impl ErrorCode {
             Self::MaxAttemptsExceeded => "max_attempts_exceeded",
             Self::Cancelled => "cancelled",
             Self::InvalidRun => "invalid_run",
+            Self::Internal => "internal_error",
             Self::Other(code) => code,
         }
     }

@@ -125,7 +125,7 @@ impl Executor {
                     Some(Holder { worker: worker.clone(), attempt: run.attempt, on_lost: cancel.clone() }),
                 );
                 let upstream = Arc::clone(&turn.upstream_nanos);
-                let outcome = agent::run_turn(turn, &sink, &cancel).await;
+                let outcome = agent::run_turn_guarded(turn, &sink, &cancel).await;
                 let (next, tail) = sink.finish(started_seq).await;
                 let mut completion = completion_of(outcome, input_messages);
                 completion.upstream_ms = upstream.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;

@@ -391,7 +391,7 @@ impl Worker {
             turn.messages.push(note);
         }
         let (sink, flusher) = RemoteSink::start(self.server.clone(), claim, &id, cancel.clone());
-        let outcome = agent::run_turn(turn, &sink, cancel).await;
+        let outcome = agent::run_turn_guarded(turn, &sink, cancel).await;
         drop(sink);
         let lost = flusher.await.unwrap_or(true);
         if lost {

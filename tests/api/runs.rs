@@ -672,3 +672,21 @@ async fn workers_zero_runs_no_embedded_worker() {
     let (_, cancelled) = api.cancel(id).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
 }
+
+/// A bug inside a turn (the `test__panic` tool panics) fails that run with `internal_error`;
+/// the worker and the server go on.
+#[tokio::test]
+async fn a_panic_inside_a_turn_fails_only_that_run() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let run = api.start(&echo("call:test__panic {}")).await;
+    let done = api.wait_end(run["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (&done["status"], &done["error"]["code"]),
+        (&json!("failed"), &json!("internal_error")),
+        "{done}"
+    );
+    let next = api.start(&echo("still here")).await;
+    let next_done = api.wait_end(next["id"].as_str().unwrap()).await;
+    assert_eq!(next_done["output"]["content"], "still here", "{next_done}");
+}
