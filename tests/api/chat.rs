@@ -118,3 +118,29 @@ async fn a_chat_turn_for_a_runner_without_a_live_worker_fails_fast_with_503() {
         assert_ended_shape(&terminal_event(&api, &run).await, "run.cancelled", "cancelled");
     }
 }
+
+#[tokio::test]
+async fn too_many_messages_or_tools_in_one_request_are_refused() {
+    let hearth = options().start().await;
+    let api = Api::new(&hearth);
+    let many: Vec<Value> = (0..1025).map(|i| json!({"role": "user", "content": format!("m{i}")})).collect();
+    let body = json!({"model": "echo", "messages": many});
+    let response = api.request(Method::POST, "/v1/chat/completions").json(&body).send().await.unwrap();
+    let error = assert_error(response, 400, "invalid_request").await;
+    assert_eq!(error["error"]["param"], "messages", "{error}");
+    let tools: Vec<Value> = (0..129)
+        .map(|i| json!({"type": "function", "function": {"name": format!("t{i}"), "parameters": {}}}))
+        .collect();
+    let body = with(echo("hi"), &json!({"tools": tools}));
+    let response = api.request(Method::POST, "/v1/chat/completions").json(&body).send().await.unwrap();
+    let error = assert_error(response, 400, "invalid_request").await;
+    assert_eq!(error["error"]["param"], "tools", "{error}");
+    let ok: Vec<Value> = (0..1024).map(|i| json!({"role": "user", "content": format!("m{i}")})).collect();
+    let response = api
+        .request(Method::POST, "/v1/chat/completions")
+        .json(&json!({"model": "echo", "messages": ok}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "1,024 messages are fine");
+}

@@ -93,6 +93,11 @@ pub struct WireTool {
     pub function: ToolSpec,
 }
 
+/// Most messages one request may carry (a session keeps the rest of a conversation).
+const MAX_MESSAGES: usize = 1024;
+/// Most client tools one request may declare (OpenAI's own limit).
+const MAX_TOOLS: usize = 128;
+
 fn content_text(content: &Value, index: usize) -> Result<Option<String>, ApiError> {
     let param = || Some(format!("messages[{index}].content"));
     match content {
@@ -189,6 +194,17 @@ impl ChatCompletionRequest {
         }
         if self.messages.is_empty() {
             return Err(ApiError::invalid(Some("messages"), "messages must not be empty"));
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(ApiError::invalid(
+                Some("messages"),
+                format!(
+                    "at most {MAX_MESSAGES} messages a request: continue a long conversation with X-Session-Id"
+                ),
+            ));
+        }
+        if self.tools.len() > MAX_TOOLS {
+            return Err(ApiError::invalid(Some("tools"), format!("at most {MAX_TOOLS} tools a request")));
         }
         check_range(self.temperature, 0.0..=2.0, "temperature")?;
         check_range(self.top_p, 0.0..=1.0, "top_p")?;
