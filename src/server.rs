@@ -38,7 +38,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(axum::Extension(BodyLimit(max_body)))
         .layer(DefaultBodyLimit::max(max_body));
     crate::http::router()
-        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(axum::middleware::from_fn(crate::http::metrics::track_http))
         .layer(layers)
         // Outermost, so every answer has it: errors, fallbacks, rejections and SSE included.
         .layer(axum::middleware::map_response(nosniff))

@@ -12,7 +12,7 @@ mod checks {
 
     /// The layers, lowest first: a module may depend on its own layer and the ones below.
     const LAYERS: [(&str, &[&str]); 3] = [
-        ("storage and pure", &["ids", "domain", "config", "db", "telemetry"]),
+        ("storage and pure", &["ids", "domain", "config", "db", "telemetry", "metrics"]),
         (
             "services",
             &[
@@ -30,7 +30,7 @@ mod checks {
                 "fleet",
             ],
         ),
-        ("transport", &["app", "metrics", "http", "server", "cli"]),
+        ("transport", &["app", "http", "server", "cli"]),
     ];
 
     /// Modules that depend on nothing else in the crate, or only on these.
@@ -138,6 +138,26 @@ mod checks {
             graph.entry(module).or_default().extend(refs);
         }
         graph
+    }
+
+    /// Only the transport speaks HTTP: no module below it names axum (the services return
+    /// their own errors, which `http/error.rs` maps).
+    #[test]
+    fn only_the_transport_names_axum() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &src, &mut files);
+        let transport = LAYERS[2].1;
+        let wrong: Vec<String> = files
+            .iter()
+            .filter(|(rel, _)| {
+                let module = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs");
+                !transport.contains(&module) && !["lib", "main"].contains(&module)
+            })
+            .filter(|(_, text)| without_tests(text).contains("axum"))
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        assert!(wrong.is_empty(), "below the transport, these name axum: {wrong:?}");
     }
 
     #[test]

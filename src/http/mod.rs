@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod runs;
