@@ -26,6 +26,17 @@ pub struct AuthConfig {
     #[arg(long, env = "HEARTH_JWT_PUBLIC_KEY", value_name = "PEM|PATH")]
     pub jwt_public_key: Option<String>,
 
+    /// JWKS of user JWTs (`{"keys": [...]}` with RSA, P-256 or Ed25519 public keys, each with a
+    /// `kid`): the JSON text, or a path to a file. A token's `kid` header selects its key, so
+    /// several keys can be live at once (rotation). Read at start.
+    #[arg(long, env = "HEARTH_JWT_JWKS", value_name = "JSON|PATH")]
+    pub jwt_jwks: Option<String>,
+
+    /// Longest lifetime a user JWT may have, in seconds (`exp - iat`, and `exp` from now).
+    #[arg(long, env = "HEARTH_JWT_MAX_LIFETIME_S", value_name = "SECONDS", default_value = "86400",
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub jwt_max_lifetime_s: u64,
+
     /// Required `iss` of user JWTs.
     #[arg(long, env = "HEARTH_JWT_ISSUER", value_name = "ISS")]
     pub jwt_issuer: Option<String>,

@@ -11,7 +11,7 @@ use crate::runs::{Api, assert_error, cli, echo, header, options, with};
 use crate::support::Options;
 
 /// The HS256 secret of the test servers.
-const SECRET: &str = "auth-test-jwt-secret-0123456789";
+const SECRET: &str = "auth-test-jwt-secret-0123456789-abcdef";
 
 fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
