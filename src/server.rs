@@ -26,6 +26,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn build_router(state: AppState) -> Router {
     let max_body = state.config().http.max_body;
     let layers = ServiceBuilder::new()
+        .map_request(drop_unfit_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
@@ -51,6 +52,26 @@ pub fn build_router(state: AppState) -> Router {
 async fn nosniff(mut response: Response) -> Response {
     response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
+}
+
+/// The longest `X-Request-Id` a client may choose.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a client's `X-Request-Id` may be kept (and logged, and echoed): 1 to 128 characters
+/// of letters, digits and `-_.:`. Anything else is dropped and a fresh id made, so a client can
+/// neither forge log lines (newlines, quotes) nor bloat them.
+fn fit_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&value.len())
+        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn drop_unfit_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let unfit = request.headers().get_all(&REQUEST_ID).iter().count() > 1
+        || request.headers().get(&REQUEST_ID).is_some_and(|v| !fit_request_id(v.as_bytes()));
+    if unfit {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -139,5 +160,23 @@ pub async fn serve(listener: TcpListener, state: AppState, grace: Duration) -> s
             tracing::warn!(grace_s = grace.as_secs(), "grace period over: closing the remaining connections");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_request_id;
+
+    #[test]
+    fn only_plain_short_request_ids_are_kept() {
+        assert!(fit_request_id(b"req-123_abc.def:9"));
+        assert!(fit_request_id(b"0192f1a2-7c3b-7d4e-8f00-123456789abc"));
+        assert!(!fit_request_id(b""));
+        assert!(!fit_request_id(b"a\nfake log line"));
+        assert!(!fit_request_id(b"a\"b"));
+        assert!(!fit_request_id(b"with space"));
+        assert!(!fit_request_id("caf\u{e9}".as_bytes()));
+        assert!(!fit_request_id(&[b'a'; 129]));
+        assert!(fit_request_id(&[b'a'; 128]));
     }
 }

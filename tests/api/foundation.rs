@@ -358,3 +358,24 @@ async fn every_request_log_line_carries_the_response_request_id() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_only_when_it_is_plain_and_short() {
+    let hearth = Hearth::start().await;
+    let echoed = |id: &str| {
+        let request = hearth.get("/health").header("x-request-id", id);
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(echoed("trace-42.a_b:c").await, "trace-42.a_b:c");
+    let long = "x".repeat(129);
+    for hostile in [r#"x" level="ERROR"#, "<script>alert(1)</script>", long.as_str(), "a b"] {
+        let id = echoed(hostile).await;
+        assert_ne!(id, hostile, "an unfit request id was kept");
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "no fresh id made for {hostile:?}: {id}");
+        hearth.wait_for_log(Duration::from_secs(5), |l| l["span"]["request.id"] == id.as_str()).await;
+    }
+    assert!(!hearth.stderr().contains("<script>"), "a hostile request id reached the log");
+}
