@@ -1,30 +1,38 @@
-//! The listener, the router with its layer stack (request ids, tracing, body limit, `nosniff`
-//! on every response), and serving with graceful shutdown.
+//! The listener, the router with its layer stack (request ids, tracing, body limit and deadline,
+//! `nosniff` on every response), and the accept loop (header deadline, connection cap, graceful
+//! shutdown).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
-use axum::serve::ListenerExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::app::AppState;
-use crate::http::extract::BodyLimit;
+use crate::http::extract::{BodyDeadline, BodyLimit};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as one router: routes, state and layers.
 pub fn build_router(state: AppState) -> Router {
     let max_body = state.config().http.max_body;
+    let body_timeout = Duration::from_secs(state.config().http.body_timeout_s);
     let layers = ServiceBuilder::new()
         .map_request(drop_unfit_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -37,6 +45,8 @@ pub fn build_router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::Extension(BodyLimit(max_body)))
+        .layer(axum::Extension(BodyDeadline(body_timeout.as_secs())))
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .layer(DefaultBodyLimit::max(max_body));
     crate::http::router()
         .layer(axum::middleware::from_fn(crate::http::metrics::track_http))
@@ -130,37 +140,99 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// What one client connection may hold: the header-read deadline, the body deadline (a layer,
+/// see [`build_router`]) and how many connections may be open at once.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish for up to `grace`.
+///
+/// hearth runs its own accept loop over hyper (HTTP/1.1) rather than `axum::serve`, for what
+/// that does not offer: a header-read deadline (which also closes idle keep-alive connections)
+/// and a cap on open connections — past it, new connections wait in the listen backlog until
+/// one closes. TLS and HTTP/2 end at the proxy in front (Fly's speaks HTTP/1.1 to the app).
 ///
 /// # Errors
 /// When the listener fails.
 pub async fn serve(listener: TcpListener, state: AppState, grace: Duration) -> std::io::Result<()> {
+    let http = &state.config().http;
+    let limits = ConnLimits {
+        header_timeout: Duration::from_secs(http.header_timeout_s),
+        max_connections: usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+    };
     let shutdown = state.shutdown().clone();
     let router = build_router(state);
-    let stop = shutdown.clone();
-    // Small responses must not wait on Nagle's algorithm and the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut warned_full = false;
+    loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !warned_full {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection cap reached (HEARTH_MAX_CONNECTIONS): new connections wait"
+                    );
+                    warned_full = true;
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if permits.available_permits() > limits.max_connections / 2 {
+            warned_full = false;
+        }
+        // Small responses must not wait on Nagle's algorithm and the peer's delayed ACK.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown.cancelled() => {}
+        let service = router.clone().map_request(move |request: axum::http::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            request
+        });
+        let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        connections.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
+    drop(listener);
     tracing::info!(
         grace_s = grace.as_secs(),
         "shutting down: no new connections; waiting for in-flight requests"
     );
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(grace_s = grace.as_secs(), "grace period over: closing the remaining connections");
-            Ok(())
-        }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_s = grace.as_secs(), "grace period over: closing the remaining connections");
     }
+    Ok(())
 }
 
 #[cfg(test)]

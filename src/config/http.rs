@@ -1,4 +1,5 @@
-//! Settings of the HTTP listener: address, body limit, shutdown grace and the metrics token.
+//! Settings of the HTTP listener: address, body limit and timeouts, connection cap, shutdown
+//! grace and the metrics token.
 
 use std::net::IpAddr;
 
@@ -30,6 +31,23 @@ pub struct HttpConfig {
     /// closes them.
     #[arg(long, env = "HEARTH_SHUTDOWN_GRACE_S", value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_grace_s: u64,
+
+    /// Seconds a client has to send a request's headers once its connection opens or goes idle
+    /// between requests; slower (or idle keep-alive) connections are closed (slowloris).
+    #[arg(long, env = "HEARTH_HEADER_TIMEOUT_S", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_s: u64,
+
+    /// Seconds a client has to send a whole request body; a slower body is refused with 408.
+    #[arg(long, env = "HEARTH_BODY_TIMEOUT_S", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_s: u64,
+
+    /// Most client connections open at once; further connections wait in the listen backlog
+    /// until one closes. Open run streams count (each holds a connection).
+    #[arg(long, env = "HEARTH_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Bearer token required by `GET /metrics`; open when unset.
     #[arg(long, env = "HEARTH_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]

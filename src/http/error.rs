@@ -48,6 +48,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408: the request body did not arrive within `HEARTH_BODY_TIMEOUT_S`.
+    #[error("the request body did not arrive within {seconds} s (HEARTH_BODY_TIMEOUT_S)")]
+    RequestTimeout {
+        /// The deadline in seconds.
+        seconds: u64,
+    },
     /// 429: over a rate limit; retry after this many seconds.
     #[error("rate limit exceeded: {message}")]
     RateLimited {
@@ -96,6 +102,7 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -114,6 +121,7 @@ impl ApiError {
             Self::NotFound { code, .. } => ("invalid_request_error", code),
             Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::Upstream(_) => ("api_error", "upstream_error"),
             Self::UpstreamTimeout(_) => ("api_error", "upstream_timeout"),

@@ -1,4 +1,5 @@
-//! Extractors whose rejections speak the API's dialect (OpenAI's error shape).
+//! Extractors whose rejections speak the API's dialect (OpenAI's error shape): 400, 413, and
+//! 408 for a body slower than its deadline.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -16,8 +17,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let deadline = req.extensions().get::<BodyDeadline>().map_or(0, |d| d.0);
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if timed_out(&rejection) => Err(ApiError::RequestTimeout { seconds: deadline }),
             Err(rejection) => Err(json_rejection(&rejection, limit)),
         }
     }
@@ -26,6 +29,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 /// The configured body limit, put in request extensions so rejections can name it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// The configured body deadline in seconds, put in request extensions so the 408 can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub u64);
+
+/// Whether the body failed because its deadline passed (`tower_http`'s body deadline layer).
+fn timed_out(rejection: &JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
 
 fn json_rejection(rejection: &JsonRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

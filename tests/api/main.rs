@@ -17,6 +17,8 @@ mod cli_orgs;
 #[cfg(test)]
 mod cli_workers;
 #[cfg(test)]
+mod connections;
+#[cfg(test)]
 mod foundation;
 #[cfg(test)]
 mod jwt;
