@@ -94,11 +94,23 @@ mod statement_tests {
         assert_eq!(reprepares("SELECT n FROM t WHERE k = ?1 ORDER BY n LIMIT +?2"), 0);
     }
 
-    /// Every source file of `src/db` (where the SQL lives), with its text.
+    /// Every source file under `src/db` (where the SQL lives), subdirectories included, with its
+    /// text.
     fn db_sources() -> Vec<(std::path::PathBuf, String)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db");
-        let paths = std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path());
-        paths.map(|path| (path.clone(), std::fs::read_to_string(&path).unwrap())).collect()
+        let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db")];
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        assert!(files.len() > 10, "src/db holds the SQL: found only {} files", files.len());
+        files
     }
 
     #[test]

@@ -251,258 +251,66 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
     let mut guard = Guard::Bare;
     #[expect(clippy::cast_precision_loss, reason = "a batch holds at most MAX_BATCH jobs")]
     metrics::histogram!("hearth_db_commit_writes").record(writes.len() as f64);
-    let mut delivers: Vec<Deliver> = Vec::with_capacity(writes.len());
+    let writes_run = writes.len();
+    // The answers of the jobs in the open transaction, given once its fate is known.
+    let mut pending: Vec<Deliver> = Vec::with_capacity(writes.len());
     for Queued { job, .. } in writes {
         let (deliver, ok) = job(open.as_ref().map(|()| (conn, guard)));
-        delivers.push(deliver);
-        if open.is_err() {
+        if let Err(e) = &open {
+            deliver(Some(e));
             continue;
         }
-        match (guard, ok) {
-            (Guard::Bare, false) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                open = begin();
+        if guard == Guard::Bare && !ok {
+            // Only this job's writes are in the transaction: roll them back, answer it (its own
+            // error), and begin again for the next job.
+            let _ = conn.execute_batch("ROLLBACK");
+            deliver(None);
+            open = begin();
+            continue;
+        }
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): nothing of it
+            // stands, so every job in it is answered failed — and none after is mistaken for
+            // part of it.
+            let e = Arc::new(rolled_back());
+            tracing::error!(error = %e, jobs = pending.len() + 1, "a write batch was rolled back by SQLite");
+            for earlier in pending.drain(..) {
+                earlier(Some(&e));
             }
-            _ => guard = Guard::Savepoint,
+            deliver(Some(&e));
+            open = begin();
+            guard = Guard::Bare;
+            continue;
+        }
+        pending.push(deliver);
+        guard = Guard::Savepoint;
+    }
+    if let Ok(()) = open {
+        if pending.is_empty() {
+            // Nothing of this transaction is left to keep (every job failed or was answered).
+            let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            let outcome =
+                conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new);
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, jobs = pending.len(), "database commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for deliver in pending {
+                deliver(outcome.as_ref().err());
+            }
         }
     }
-    let outcome = match open {
-        Ok(()) => conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, jobs = delivers.len(), "database commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    let writes = delivers.len();
-    for deliver in delivers {
-        deliver(outcome.as_ref().err());
-    }
-    writes
+    writes_run
+}
+
+/// The error given to the jobs of a transaction SQLite rolled back on its own.
+fn rolled_back() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some("the write batch's transaction was rolled back by SQLite (disk full or I/O error)".into()),
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::db::open_temp;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
-    async fn many_concurrent_writers_never_see_busy() {
-        let (_dir, db) = open_temp();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (task INTEGER, n INTEGER)")?)).await.unwrap();
-        let mut handles = Vec::new();
-        for task in 0..64i64 {
-            let db = db.clone();
-            handles.push(tokio::spawn(async move {
-                for n in 0..50i64 {
-                    db.write(move |c| {
-                        c.execute("INSERT INTO t VALUES (?1, ?2)", [task, n])?;
-                        Ok(())
-                    })
-                    .await?;
-                }
-                Ok::<(), DbError>(())
-            }));
-        }
-        for handle in handles {
-            handle.await.unwrap().unwrap();
-        }
-        let count: i64 =
-            db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(count, 64 * 50);
-    }
-
-    #[tokio::test]
-    async fn a_failing_job_rolls_back_alone() {
-        let (_dir, db) = open_temp();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?)).await.unwrap();
-        let ok = db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?));
-        let bad = db.write(|c| {
-            c.execute("INSERT INTO t VALUES (2)", [])?;
-            c.execute("INSERT INTO t VALUES (1)", [])?; // duplicate: fails this job only
-            Ok(())
-        });
-        let (ok, bad) = tokio::join!(ok, bad);
-        assert!(ok.is_ok());
-        assert!(bad.is_err());
-        let rows: Vec<i64> = db
-            .read(|c| {
-                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
-                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, vec![1]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
-    #[expect(clippy::await_holding_lock, reason = "holds the writer on purpose; writers only try_lock it")]
-    async fn a_failing_first_job_of_a_batch_rolls_back_alone_and_the_rest_commit() {
-        let (_dir, db) = open_temp();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")?)).await.unwrap();
-        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", []).map(|_| ())?)).await.unwrap();
-        // Hold the writer so the next jobs queue up and run as one batch, in this order.
-        let held = db.writer.conn.lock().unwrap();
-        let queued = |n: usize| {
-            let db = db.clone();
-            async move {
-                while db.writer.queue.lock().unwrap().len() < n {
-                    tokio::task::yield_now().await;
-                }
-            }
-        };
-        let first = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(|c| {
-                    c.execute("INSERT INTO t VALUES (2)", [])?;
-                    c.execute("INSERT INTO t VALUES (1)", [])?; // duplicate: this job fails
-                    Ok(())
-                })
-                .await
-            }
-        });
-        queued(1).await;
-        let second = tokio::spawn({
-            let db = db.clone();
-            async move { db.write(|c| Ok(c.execute("INSERT INTO t VALUES (3)", []).map(|_| ())?)).await }
-        });
-        queued(2).await;
-        let third = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(|c| {
-                    c.execute("INSERT INTO t VALUES (4)", [])?;
-                    c.execute("INSERT INTO t VALUES (3)", [])?; // fails too, inside a savepoint
-                    Ok(())
-                })
-                .await
-            }
-        });
-        queued(3).await;
-        let fourth = tokio::spawn({
-            let db = db.clone();
-            async move { db.write(|c| Ok(c.execute("INSERT INTO t VALUES (5)", []).map(|_| ())?)).await }
-        });
-        queued(4).await;
-        drop(held);
-        db.writer.lead();
-        assert!(first.await.unwrap().is_err());
-        assert!(second.await.unwrap().is_ok());
-        assert!(third.await.unwrap().is_err());
-        assert!(fourth.await.unwrap().is_ok());
-        let rows: Vec<i64> = db
-            .read(|c| {
-                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
-                let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, vec![1, 3, 5]);
-    }
-
-    /// A fresh store with one table `t (x INTEGER)`, created by a write of its own.
-    async fn store_with_table(name: &str) -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(name), 2).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
-        (dir, db)
-    }
-
-    #[tokio::test]
-    async fn commits_count_write_batches_and_not_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("c.db"), 2).unwrap();
-        let start = db.commits();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?)).await.unwrap();
-        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", []).map(|_| ())?)).await.unwrap();
-        assert_eq!(db.commits(), start + 2);
-        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!((n, db.commits()), (1, start + 2), "a read is not a commit");
-        let n: i64 = db
-            .read_on_writer(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!((n, db.commits()), (1, start + 2), "nor is a read on the writer's connection");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
-    async fn writes_ready_on_one_thread_at_once_share_one_commit() {
-        let (_dir, db) = store_with_table("g.db").await;
-        let (start, writes) = (db.commits(), db.writes());
-        let tasks: Vec<_> = (0..10i64)
-            .map(|x| {
-                let db = db.clone();
-                tokio::spawn(async move {
-                    db.write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())?)).await
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-        assert_eq!(db.commits(), start + 1, "ten writes ready together, one commit");
-        assert_eq!(db.writes(), writes + 10, "which carried ten writes");
-        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(n, 10);
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_write_whose_caller_goes_away_while_it_waits_still_commits() {
-        use futures::FutureExt;
-        let (_dir, db) = store_with_table("d.db").await;
-        let write = db.write(|c| Ok(c.execute("INSERT INTO t VALUES (7)", []).map(|_| ())?));
-        // Polled once (queued, yielding to other tasks), then dropped: the request went away.
-        assert!(write.now_or_never().is_none(), "the write yields before it leads");
-        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(n, 1, "the queued write committed without another write to lead it");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[expect(clippy::disallowed_methods, reason = "the test joins every task it spawns")]
-    async fn reads_on_the_writer_see_every_acknowledged_write_and_never_commit() {
-        let (_dir, db) = store_with_table("r.db").await;
-        let start = db.commits();
-        let mut tasks = Vec::new();
-        for i in 0..4 {
-            let db = db.clone();
-            tasks.push(tokio::spawn(async move {
-                for j in 0..50 {
-                    let x = i * 100 + j;
-                    db.write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())?))
-                        .await
-                        .unwrap();
-                    let seen: i64 = db
-                        .read_on_writer(move |c| {
-                            Ok(c.query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0))?)
-                        })
-                        .await
-                        .unwrap();
-                    assert_eq!(seen, 1, "write {x} read back");
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let failed =
-            db.read_on_writer(|c| Ok(c.query_row("SELECT nope FROM t", [], |r| r.get::<_, i64>(0))?)).await;
-        assert!(failed.is_err(), "a failing read answers its error");
-        let n: i64 = db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
-        assert_eq!(n, 200);
-        assert!(db.commits() - start <= 200, "reads never commit");
-        let before = db.commits();
-        for _ in 0..20 {
-            db.read_on_writer(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
-        }
-        assert_eq!(db.commits(), before, "a batch of reads alone is no commit");
-        let autocommit = db.read_on_writer(|c| Ok(c.is_autocommit())).await.unwrap();
-        assert!(!autocommit, "reads run inside one transaction, not one per statement");
-    }
-}
+mod tests;
