@@ -83,6 +83,35 @@ pub enum DbError {
     },
 }
 
+impl DbError {
+    /// Whether the failure is of the storage rather than of the request or of hearth — busy,
+    /// locked, full, read-only, an I/O error, the store closing — so that the same request may
+    /// well succeed when tried again shortly.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        let code = match self {
+            Self::Sqlite(e) => e.sqlite_error_code(),
+            Self::Commit(e) => e.sqlite_error_code(),
+            Self::Pool(_) | Self::WriterGone | Self::Open { .. } => return true,
+            Self::Json(_) | Self::Task(_) => return false,
+        };
+        matches!(
+            code,
+            Some(
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::DiskFull
+                    | C::SystemIoFailure
+                    | C::ReadOnly
+                    | C::CannotOpen
+                    | C::OutOfMemory
+                    | C::OperationAborted
+            )
+        )
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Db {

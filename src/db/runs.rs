@@ -466,3 +466,17 @@ pub fn extend_leases(conn: &Connection, worker: &WorkerId, until: i64, now: i64)
         )?
         .execute(params![worker, until, now])?)
 }
+
+/// Ends the lease of `run` held by `worker` now (when it is still claimed or running under it),
+/// so the sweeper takes it on its next pass.
+///
+/// # Errors
+/// On a database failure.
+pub fn end_lease(conn: &Connection, run: &RunId, worker: &WorkerId, now: i64) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE runs SET lease_expires_at = ?3, updated_at = ?3
+             WHERE id = ?1 AND claimed_by = ?2 AND status IN ('claimed', 'running')",
+        )?
+        .execute(params![run, worker, now])?)
+}

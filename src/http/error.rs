@@ -74,6 +74,11 @@ pub enum ApiError {
     /// 503: this node cannot serve the request now (shutting down, not ready).
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the database failed (busy, full, I/O error); the same request may succeed shortly.
+    #[error(
+        "hearth's database could not complete this request (the cause is in hearth's log); retry in a few seconds"
+    )]
+    StorageUnavailable,
     /// 500: an internal failure, already logged.
     #[error("internal error")]
     Internal,
@@ -106,7 +111,7 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal | Self::RunFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +131,7 @@ impl ApiError {
             Self::Upstream(_) => ("api_error", "upstream_error"),
             Self::UpstreamTimeout(_) => ("api_error", "upstream_timeout"),
             Self::Unavailable(_) => ("api_error", "unavailable"),
+            Self::StorageUnavailable => ("api_error", "storage_unavailable"),
             Self::RunFailed(_) => ("server_error", "run_failed"),
             Self::Internal => ("server_error", "internal_error"),
         }
@@ -149,6 +155,9 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited { retry_after, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+        if matches!(self, Self::StorageUnavailable) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER_S));
+        }
         if matches!(self, Self::Unauthorized(_)) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -156,11 +165,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Seconds a client is told to wait before retrying after a storage failure.
+const STORAGE_RETRY_AFTER_S: u64 = 2;
+
 impl ApiError {
-    /// The answer to a storage failure (logged here, once).
-    fn storage(error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "database failure while serving a request");
-        Self::Internal
+    /// The answer to a storage failure (logged here, once): 503 with `Retry-After` when the
+    /// storage itself failed (busy, full, I/O), else 500.
+    fn storage(error: &dyn std::fmt::Display, transient: bool) -> Self {
+        tracing::error!(error = %error, transient, "database failure while serving a request");
+        if transient { Self::StorageUnavailable } else { Self::Internal }
     }
 }
 
@@ -170,7 +183,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthorized(message) => Self::Unauthorized(message),
             AuthError::Forbidden(message) => Self::Forbidden(message),
             AuthError::RateLimited { message, retry_after } => Self::RateLimited { message, retry_after },
-            AuthError::Db(e) => Self::storage(&e),
+            AuthError::Db(e) => Self::storage(&e, e.is_transient()),
         }
     }
 }
@@ -197,7 +210,7 @@ impl From<TurnError> for ApiError {
                     }
                 }
             }
-            TurnError::Db(e) => Self::storage(&e),
+            TurnError::Db(e) => Self::storage(&e, e.is_transient()),
             TurnError::Unrecorded | TurnError::Encode(_) => {
                 tracing::error!(error = %error, "a turn failed inside hearth");
                 Self::Internal
@@ -214,7 +227,7 @@ impl From<FleetError> for ApiError {
             FleetError::TooOld(message) => Self::Forbidden(message),
             FleetError::UnknownWorker(_) | FleetError::NoRun(_) => Self::not_found(error.to_string()),
             FleetError::Fenced { .. } => Self::Conflict(error.to_string()),
-            FleetError::Db(e) => Self::storage(&e),
+            FleetError::Db(e) => Self::storage(&e, e.is_transient()),
         }
     }
 }
@@ -233,5 +246,16 @@ mod tests {
         let response = limited.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn storage_failures_are_503_with_a_retry_hint_and_other_database_errors_500() {
+        let full = ApiError::storage(&"database or disk is full", true);
+        assert_eq!(full, ApiError::StorageUnavailable);
+        let response = full.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(ApiError::StorageUnavailable.kind(), ("api_error", "storage_unavailable"));
+        assert_eq!(ApiError::storage(&"stored JSON: bad", false), ApiError::Internal);
     }
 }

@@ -14,12 +14,19 @@ pub async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /ready`: the database answers, every migration is applied; reports the role.
+/// `GET /ready`: the database answers, every migration is applied, writes are not failing (the
+/// last write batch did not fail for the storage's sake); reports the role.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let role = state.role();
     let schema = state.db().read(migrate::state).await;
     let (status, ready, detail) = match schema {
-        Ok(SchemaState::Current) => (StatusCode::OK, true, json!(null)),
+        Ok(SchemaState::Current) => match state.db().write_failure() {
+            None => (StatusCode::OK, true, json!(null)),
+            // Reads work, writes do not (disk full, I/O errors): not ready until one commits.
+            Some(why) => {
+                (StatusCode::SERVICE_UNAVAILABLE, false, json!(format!("writes are failing: {why}")))
+            }
+        },
         Ok(SchemaState::Behind { applied, latest }) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,

@@ -34,6 +34,13 @@ impl Drafts {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, deferred);
     }
 
+    /// Whether `run` is still unstored (a failed write of it cannot be tried again: its rows
+    /// went with the try).
+    #[must_use]
+    pub fn holds(&self, run: &RunId) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains_key(run)
+    }
+
     /// The unstored rows of `run`, taken: the caller must store them.
     pub(super) fn take(&self, run: &RunId) -> Option<Deferred> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(run)

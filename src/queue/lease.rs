@@ -3,7 +3,7 @@
 //! that gives back the runs of a worker that is gone (its lease expired, or its heartbeat is
 //! older than a lease).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use super::Queue;
 use crate::db::runs::Held;
@@ -44,6 +44,8 @@ impl Queue {
     pub async fn heartbeat(&self, workers: &[WorkerId]) -> Result<(), DbError> {
         let ids = workers.to_vec();
         let lease_ms = self.lease_ms();
+        let released = self.released.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let lapsed = released.clone();
         self.db
             .write(move |conn| {
                 let now = now_ms();
@@ -51,9 +53,28 @@ impl Queue {
                     workers::touch_worker(conn, id, now)?;
                     runs::extend_leases(conn, id, now + lease_ms, now)?;
                 }
+                for (run, worker) in &lapsed {
+                    runs::end_lease(conn, run, worker, now)?;
+                }
                 Ok(())
             })
-            .await
+            .await?;
+        if !released.is_empty() {
+            // Their leases have lapsed: the sweeper re-queues them (attempt + 1) on its next pass.
+            self.released.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !released.contains(r));
+            for (run, _) in &released {
+                tracing::warn!(run.id = %run, "lease of a run whose end could not be recorded has lapsed: the sweeper re-queues it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets go of a run this process executed but could not record the end of (every try
+    /// failed: disk full, I/O errors): its lease is ended at the next heartbeat that can write,
+    /// instead of extended, so the sweeper re-queues it (attempt + 1) — it is never left
+    /// `running` forever with its readers waiting.
+    pub fn release(&self, run: &RunId, worker: &WorkerId) {
+        self.released.lock().unwrap_or_else(PoisonError::into_inner).push((run.clone(), worker.clone()));
     }
 
     /// Gives back what `worker` held when it stopped: runs that have had HEARTH_MAX_ATTEMPTS

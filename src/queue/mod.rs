@@ -128,6 +128,9 @@ pub struct Queue {
     hub: Arc<EventHub>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
+    /// Runs this process executed but could not record the end of (storage failing): the
+    /// heartbeat lets their leases lapse instead of extending them ([`Queue::release`]).
+    released: Mutex<Vec<(RunId, WorkerId)>>,
     /// Runs taken at dispatch and not stored yet ([`drafts`]).
     drafts: Drafts,
     settings: QueueSettings,
@@ -144,6 +147,7 @@ impl Queue {
             hub: Arc::new(EventHub::default()),
             wakers: Mutex::default(),
             cancels: Mutex::default(),
+            released: Mutex::default(),
             drafts: Drafts::default(),
             settings,
             local: OnceLock::new(),

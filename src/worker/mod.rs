@@ -26,6 +26,11 @@ use crate::llm::Models;
 use crate::queue::sink::{EventSink, Holder, SinkMode};
 use crate::queue::{Claimed, Completion, Queue, RunRow};
 
+/// Tries at recording a run's end before letting it go (see [`Queue::release`]).
+const FINISH_TRIES: u32 = 5;
+/// The pause after the first failed try; it doubles after each (0.5 + 1 + 2 + 4 s in all).
+const FINISH_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Executes claimed runs in this process.
 pub struct Executor {
     queue: Arc<Queue>,
@@ -137,17 +142,43 @@ impl Executor {
             }
         };
         queue.untrack_cancel(&run.id);
-        match queue.finish(&run, &worker, next_seq, completion).await {
-            Ok(Some(terminal)) => Some(terminal),
-            Ok(None) => {
-                tracing::warn!(run.id = %run.id, worker.id = %worker, "the run moved on before this worker finished it");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, run.id = %run.id, "could not record the run's outcome");
-                None
+        if queue.drafts().holds(&run.id) {
+            // Stored whole with its end, on the request that runs it: a failure is that
+            // request's error (nothing was stored, nothing acknowledged), not worth a retry.
+            return match queue.finish(&run, &worker, next_seq, completion).await {
+                Ok(terminal) => terminal,
+                Err(e) => {
+                    tracing::error!(error = %e, run.id = %run.id, "could not store the run with its outcome");
+                    None
+                }
+            };
+        }
+        let mut pause = FINISH_RETRY_FIRST;
+        for tries in 1.. {
+            match queue.finish(&run, &worker, next_seq, completion.clone()).await {
+                Ok(Some(terminal)) => return Some(terminal),
+                Ok(None) => {
+                    tracing::warn!(run.id = %run.id, worker.id = %worker, "the run moved on before this worker finished it");
+                    return None;
+                }
+                Err(e) if tries < FINISH_TRIES => {
+                    tracing::error!(error = %e, run.id = %run.id, tries, "could not record the run's outcome; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        run.id = %run.id,
+                        tries,
+                        "could not record the run's outcome: letting its lease lapse so the sweeper re-queues it"
+                    );
+                    queue.release(&run.id, &worker);
+                    return None;
+                }
             }
         }
+        None
     }
 
     /// Starts a run claimed without starting (an external-protocol claim); false when it could

@@ -19,6 +19,8 @@ mod cli_workers;
 #[cfg(test)]
 mod connections;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
 mod foundation;
 #[cfg(test)]
 mod jwt;

@@ -26,7 +26,16 @@ type Deliver = Box<dyn FnOnce(Option<&Arc<rusqlite::Error>>) + Send>;
 /// A queued write: given the writer's connection and how to guard it (or the error that kept
 /// the transaction from opening), it runs and returns how to answer its caller once the commit
 /// outcome is known, and whether it succeeded.
-type Job = Box<dyn FnOnce(Result<(&Connection, Guard), &Arc<rusqlite::Error>>) -> (Deliver, bool) + Send>;
+type Job = Box<dyn FnOnce(Result<(&Connection, Guard), &Arc<rusqlite::Error>>) -> (Deliver, Ran) + Send>;
+
+/// How a job ran: fine, failed for its own reasons, or failed because the storage did (the
+/// error's text, for `/ready`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    Failed,
+    StorageFailed(String),
+}
 
 /// How a job is isolated from the other jobs of its transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,9 @@ pub(super) struct Writer {
     commits: AtomicU64,
     /// Write jobs those batches carried (per commit: how many writers shared it).
     writes: AtomicU64,
+    /// Why the last write batch failed for the storage's sake (full, I/O error), until a batch
+    /// commits again: what `/ready` reports.
+    failing: Mutex<Option<String>>,
 }
 
 impl Writer {
@@ -65,6 +77,7 @@ impl Writer {
             queue: Mutex::new(VecDeque::new()),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            failing: Mutex::new(None),
         }
     }
 }
@@ -121,7 +134,11 @@ impl Db {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = run(conn);
-            let ok = result.is_ok();
+            let ran = match &result {
+                Ok(_) => Ran::Ok,
+                Err(e) if e.is_transient() => Ran::StorageFailed(e.to_string()),
+                Err(_) => Ran::Failed,
+            };
             let deliver: Deliver = Box::new(move |commit_error| {
                 let answer = match (result, commit_error) {
                     (Ok(_), Some(e)) => Err(DbError::Commit(Arc::clone(e))),
@@ -130,7 +147,7 @@ impl Db {
                 // The caller may have gone away (request cancelled); a write stands.
                 let _ = tx.send(answer);
             });
-            (deliver, ok)
+            (deliver, ran)
         });
         self.writer.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(Queued { read, job });
         // Let the other tasks ready on this thread queue their writes first, so they share this
@@ -188,7 +205,14 @@ impl Writer {
             if batch.is_empty() {
                 return;
             }
-            let writes = run_batch(&conn, batch);
+            let (writes, health) = run_batch(&conn, batch);
+            match health {
+                Health::Committed => *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None,
+                Health::Failing(why) => {
+                    *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                }
+                Health::Unknown => {}
+            }
             if writes > 0 {
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.writes.fetch_add(writes as u64, Ordering::Relaxed);
@@ -209,6 +233,13 @@ impl Db {
         self.writer.commits.load(Ordering::Relaxed)
     }
 
+    /// Why writes are failing for the storage's sake (disk full, I/O errors): the error of the
+    /// last failed batch, until a batch commits again. `None` while writes succeed.
+    #[must_use]
+    pub fn write_failure(&self) -> Option<String> {
+        self.writer.failing.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// How many write jobs those commits carried: with [`Db::commits`], how many writers share
     /// a commit (one when writes come one at a time).
     #[must_use]
@@ -223,7 +254,7 @@ impl Db {
 /// released for them all, not one per statement). The first write runs bare (see [`Guard`]):
 /// when it fails, its transaction is rolled back and the next write starts a new one, again
 /// bare. Returns how many writes ran (none: no write transaction).
-fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
+fn run_batch(conn: &Connection, batch: Vec<Queued>) -> (usize, Health) {
     let (reads, writes): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| q.read);
     let run_reads = |reads: Vec<Queued>| {
         for read in reads {
@@ -237,7 +268,7 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
         if began {
             let _ = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
         }
-        return 0;
+        return (0, Health::Unknown);
     }
     let begin = || {
         let begun = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ());
@@ -247,6 +278,10 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
         })
     };
     let mut open = begin();
+    let mut health = match &open {
+        Ok(()) => Health::Unknown,
+        Err(e) => Health::Failing(e.to_string()),
+    };
     run_reads(reads);
     let mut guard = Guard::Bare;
     #[expect(clippy::cast_precision_loss, reason = "a batch holds at most MAX_BATCH jobs")]
@@ -255,7 +290,11 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
     // The answers of the jobs in the open transaction, given once its fate is known.
     let mut pending: Vec<Deliver> = Vec::with_capacity(writes.len());
     for Queued { job, .. } in writes {
-        let (deliver, ok) = job(open.as_ref().map(|()| (conn, guard)));
+        let (deliver, ran) = job(open.as_ref().map(|()| (conn, guard)));
+        let ok = ran == Ran::Ok;
+        if let Ran::StorageFailed(why) = ran {
+            health = Health::Failing(why);
+        }
         if let Err(e) = &open {
             deliver(Some(e));
             continue;
@@ -266,6 +305,9 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
             let _ = conn.execute_batch("ROLLBACK");
             deliver(None);
             open = begin();
+            if let Err(e) = &open {
+                health = Health::Failing(e.to_string());
+            }
             continue;
         }
         if conn.is_autocommit() {
@@ -278,7 +320,13 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
                 earlier(Some(&e));
             }
             deliver(Some(&e));
+            if !matches!(health, Health::Failing(_)) {
+                health = Health::Failing(e.to_string());
+            }
             open = begin();
+            if let Err(e) = &open {
+                health = Health::Failing(e.to_string());
+            }
             guard = Guard::Bare;
             continue;
         }
@@ -292,16 +340,32 @@ fn run_batch(conn: &Connection, batch: Vec<Queued>) -> usize {
         } else {
             let outcome =
                 conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(Arc::new);
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, jobs = pending.len(), "database commit failed");
-                let _ = conn.execute_batch("ROLLBACK");
+            match &outcome {
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = pending.len(), "database commit failed");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    health = Health::Failing(e.to_string());
+                }
+                Ok(()) if !matches!(health, Health::Failing(_)) => health = Health::Committed,
+                Ok(()) => {}
             }
             for deliver in pending {
                 deliver(outcome.as_ref().err());
             }
         }
     }
-    writes_run
+    (writes_run, health)
+}
+
+/// What a batch tells of the storage's health.
+#[derive(Debug)]
+enum Health {
+    /// It committed writes and nothing failed for the storage's sake.
+    Committed,
+    /// Something failed for the storage's sake (the error's text).
+    Failing(String),
+    /// Nothing to tell (no write committed, nothing failed).
+    Unknown,
 }
 
 /// The error given to the jobs of a transaction SQLite rolled back on its own.

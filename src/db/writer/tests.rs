@@ -303,3 +303,33 @@ async fn on_a_full_disk_every_answer_matches_what_was_stored() {
         assert_eq!(*ok, stored.contains(&x), "job {x}: answered ok={ok} but stored={stored:?}");
     }
 }
+
+#[tokio::test]
+async fn write_failures_of_the_storage_are_reported_until_a_batch_commits_again() {
+    let (_dir, db) = open_temp();
+    db.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY, pad BLOB)")?)).await.unwrap();
+    assert_eq!(db.write_failure(), None);
+    // A job failing for its own reasons says nothing of the storage.
+    let own = db.write(|c| Ok(c.execute("INSERT INTO nowhere VALUES (1)", []).map(|_| ())?)).await;
+    assert!(own.is_err());
+    assert_eq!(db.write_failure(), None, "a bad statement is not a storage failure");
+    db.write(|c| {
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        c.query_row(&format!("PRAGMA max_page_count = {}", pages + 2), [], |_| Ok(()))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let full =
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1, zeroblob(100000))", []).map(|_| ())?)).await;
+    assert!(full.as_ref().is_err_and(DbError::is_transient), "{full:?}");
+    let why = db.write_failure().unwrap_or_default();
+    assert!(why.contains("full"), "{why}");
+    db.write(|c| {
+        c.query_row("PRAGMA max_page_count = 1000000", [], |_| Ok(()))?;
+        Ok(c.execute("INSERT INTO t VALUES (2, zeroblob(100000))", []).map(|_| ())?)
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.write_failure(), None, "a commit clears it");
+}
