@@ -87,6 +87,7 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
             every,
             state.shutdown().clone(),
         ));
+        prune_idempotency_keys(&state);
     }
     server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
     finish(&state, &db).await;
@@ -146,6 +147,23 @@ fn prune_rate_limits(state: &AppState) {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(60)) => app.auth().prune_limits(),
                 () = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Every ten minutes, forgets the `Idempotency-Key`s used more than a day ago (a writing task:
+/// not on a replica).
+fn prune_idempotency_keys(state: &AppState) {
+    let (app, shutdown) = (state.clone(), state.shutdown().clone());
+    state.tasks().spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(600)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(e) = app.turns().prune_idempotency_keys().await {
+                tracing::warn!(error = %e, "could not prune old Idempotency-Keys; will retry");
             }
         }
     });

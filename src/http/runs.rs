@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use super::openai::types::ChatCompletionRequest;
 use crate::app::AppState;
 use crate::ids::SessionId;
 use crate::queue::{OnBusy, RunRow};
+use crate::turns::IdempotencyKey;
 
 /// Longest `?wait=` honoured, in seconds: longer waits are cut to it.
 const MAX_WAIT_S: f64 = 60.0;
@@ -55,8 +56,10 @@ pub fn run_json(run: &RunRow) -> Value {
 pub async fn create_run(
     State(state): State<AppState>,
     Caller(principal): Caller,
+    headers: HeaderMap,
     Json(body): Json<CreateRunBody>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let mut input = body.chat.into_input(state.turns().default_model())?;
     // A run's events are read as they come, so its upstream call streams.
     input.stream = true;
@@ -67,14 +70,37 @@ pub async fn create_run(
         None => None,
     };
     let on_busy = body.on_busy.unwrap_or_default();
-    let run = state.turns().start_run(&principal, input, session, on_busy).await?;
+    let (run, replayed) = match key {
+        Some(key) => state.turns().start_run_once(&principal, input, session, on_busy, key).await?,
+        None => (state.turns().start_run(&principal, input, session, on_busy).await?, false),
+    };
     let mut view = run_json(&run);
     view["stream_url"] = json!(format!("/v1/runs/{}/events?offset=-1&live=sse", run.id));
     let mut response = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
+    if replayed {
+        mark_replayed(&mut response);
+    }
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", run.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+///
+/// # Errors
+/// 400 naming the header when it is malformed.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default();
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|message| ApiError::invalid(Some("Idempotency-Key"), message))
+}
+
+/// Marks the answer of a retry that started nothing new (`Idempotent-Replayed: true`).
+pub fn mark_replayed(response: &mut Response) {
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
 }
 
 /// `GET /v1/runs/{id}` query.

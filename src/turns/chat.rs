@@ -54,11 +54,23 @@ impl Turns {
         input: RunInput,
         session: Option<SessionId>,
     ) -> Result<ChatTurn, TurnError> {
+        self.start_chat_with(principal, input, session, RunId::new(), true).await
+    }
+
+    /// [`Turns::start_chat`] under a run id chosen beforehand; `known_later`: the run may be
+    /// stored only with its first events (else it is stored at dispatch).
+    pub(super) async fn start_chat_with(
+        &self,
+        principal: &Principal,
+        input: RunInput,
+        session: Option<SessionId>,
+        id: RunId,
+        known_later: bool,
+    ) -> Result<ChatTurn, TurnError> {
         let stream = input.stream;
         // Follow the run before it exists: its first events are published as they commit.
-        let id = RunId::new();
         let follower = Follower::fresh(self.db.clone(), self.queue.hub(), id.clone());
-        let start = Start { id, input, session, on_busy: OnBusy::Enqueue, known_later: true };
+        let start = Start { id, input, session, on_busy: OnBusy::Enqueue, known_later };
         let dispatched = self.dispatch(principal, start).await?;
         let mut guard = CancelOnDrop {
             queue: Arc::clone(&self.queue),
@@ -93,6 +105,30 @@ impl Turns {
             streaming: None,
             attempt,
         })
+    }
+}
+
+impl Turns {
+    /// The chat turn of a run started before (a retry with the same `Idempotency-Key`): its
+    /// events from the first, so its answer is replayed, or followed while it runs. Going away
+    /// cancels it, as for the request that started it.
+    pub(super) fn resume_chat(&self, run: RunRow) -> ChatTurn {
+        let follower = Follower::new(self.db.clone(), self.queue.hub(), run.id.clone(), 0);
+        let guard = CancelOnDrop {
+            queue: Arc::clone(&self.queue),
+            tasks: self.executor.tasks().clone(),
+            run: (!run.status.is_terminal()).then(|| run.clone()),
+        };
+        let attempt = run.attempt;
+        ChatTurn {
+            run,
+            how: Some(How::Follow(follower)),
+            guard,
+            no_worker: None,
+            db: self.db.clone(),
+            streaming: None,
+            attempt,
+        }
     }
 }
 

@@ -8,9 +8,11 @@
 //! the queue for a worker of its runner. [`chat::ChatTurn`] then follows it to its end.
 
 pub mod chat;
+mod once;
 mod reads;
 
 pub use crate::domain::input::RunInput;
+pub use once::{IdempotencyKey, KEY_TTL};
 pub use reads::{Offset, SessionView};
 
 use std::sync::Arc;
@@ -62,6 +64,11 @@ pub enum TurnError {
     /// The run ended without an answer: failed or cancelled, with its error.
     #[error("{}", .0.error.message)]
     Ended(Box<Ended>),
+    /// The `Idempotency-Key` was used before with another request.
+    #[error(
+        "this Idempotency-Key was already used with a different request; use a new key for a new request"
+    )]
+    KeyReused,
     /// The run's outcome could not be recorded (already logged).
     #[error("the run's outcome could not be recorded")]
     Unrecorded,
@@ -148,7 +155,19 @@ impl Turns {
         session: Option<SessionId>,
         on_busy: OnBusy,
     ) -> Result<RunRow, TurnError> {
-        let start = Start { id: RunId::new(), input, session, on_busy, known_later: false };
+        self.start_run_with(principal, input, session, on_busy, RunId::new()).await
+    }
+
+    /// [`Turns::start_run`] under a run id chosen beforehand.
+    async fn start_run_with(
+        &self,
+        principal: &Principal,
+        input: RunInput,
+        session: Option<SessionId>,
+        on_busy: OnBusy,
+        id: RunId,
+    ) -> Result<RunRow, TurnError> {
+        let start = Start { id, input, session, on_busy, known_later: false };
         let dispatched = self.dispatch(principal, start).await?;
         if let Some((claimed, slot)) = dispatched.taken {
             self.executor.spawn(claimed, slot);

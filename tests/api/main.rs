@@ -23,6 +23,8 @@ mod faults;
 #[cfg(test)]
 mod foundation;
 #[cfg(test)]
+mod idempotency;
+#[cfg(test)]
 mod jwt;
 #[cfg(test)]
 mod runs;

@@ -98,17 +98,26 @@ pub async fn chat_completions(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let session = session_header(&headers)?;
+    let key = crate::http::runs::idempotency_key(&headers)?;
     let input = body.into_input(state.turns().default_model())?;
     let (model, stream) = (input.model.clone(), input.stream);
-    let turn = state.turns().start_chat(&principal, input, session).await?;
+    let (turn, replayed) = match key {
+        Some(key) => state.turns().start_chat_once(&principal, input, session, key).await?,
+        None => (state.turns().start_chat(&principal, input, session).await?, false),
+    };
     let meta = Meta::of(turn.run(), model, started, include_usage);
-    if stream {
-        return Ok(stream_turn(turn, meta).await);
+    let mut response = if stream {
+        stream_turn(turn, meta).await
+    } else {
+        match turn.outcome().await {
+            Ok(completed) => answer(&meta, &completed),
+            Err(error) => meta.error(error),
+        }
+    };
+    if replayed {
+        crate::http::runs::mark_replayed(&mut response);
     }
-    Ok(match turn.outcome().await {
-        Ok(completed) => answer(&meta, &completed),
-        Err(error) => meta.error(error),
-    })
+    Ok(response)
 }
 
 fn timing(response: &mut Response, total: Duration, upstream_ms: f64) {
