@@ -93,15 +93,17 @@ fn open_migrated(path: &Path) -> anyhow::Result<Db> {
     let conn = rusqlite::Connection::open(path)?;
     match schema::state(&conn)? {
         SchemaState::Current => Ok(db),
+        SchemaState::Readable { found, latest } => {
+            tracing::warn!(found, latest, "the database was migrated by a newer hearth (additive migrations only)");
+            Ok(db)
+        }
         SchemaState::Behind { applied, latest } => Err(ConfigError(format!(
             "the database at {} has {applied} of {latest} migrations applied: run `hearth migrate`",
             path.display()
         ))
         .into()),
-        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
-            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
-            path.display()
-        ))
-        .into()),
+        SchemaState::Ahead { found, latest } => {
+            Err(ConfigError(format!("{}: {}", path.display(), schema::too_new(found, latest))).into())
+        }
     }
 }

@@ -113,6 +113,15 @@ fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Resu
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")?;
     match migrate::state(&conn)? {
         SchemaState::Current => Ok(()),
+        SchemaState::Readable { found, latest } => {
+            tracing::warn!(
+                found,
+                latest,
+                "the database was migrated by a newer hearth; its further migrations are all additive, so \
+                 this hearth serves it as it is (a rollback)"
+            );
+            Ok(())
+        }
         SchemaState::Behind { .. } if writer && auto_migrate => {
             for name in migrate::migrate_to(&conn, None)? {
                 tracing::info!(migration = name, "applied migration");
@@ -130,11 +139,9 @@ fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Resu
              the primary migrates it: start or upgrade the primary first"
         ))
         .into()),
-        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
-            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
-            path.display()
-        ))
-        .into()),
+        SchemaState::Ahead { found, latest } => {
+            Err(ConfigError(format!("{}: {}", path.display(), migrate::too_new(found, latest))).into())
+        }
     }
 }
 

@@ -20,6 +20,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let schema = state.db().read(migrate::state).await;
     let (status, ready, detail) = match schema {
         Ok(SchemaState::Current) => (StatusCode::OK, true, json!(null)),
+        Ok(SchemaState::Readable { found, latest }) => (
+            StatusCode::OK,
+            true,
+            json!(format!("database schema {found} is newer than this hearth ({latest}); its newer migrations are additive")),
+        ),
         Ok(SchemaState::Behind { applied, latest }) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,
@@ -28,7 +33,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Ok(SchemaState::Ahead { found, latest }) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,
-            json!(format!("database schema {found} is newer than this hearth ({latest})")),
+            json!(migrate::too_new(found, latest)),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check could not read the database");
