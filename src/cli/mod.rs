@@ -94,7 +94,11 @@ fn open_migrated(path: &Path) -> anyhow::Result<Db> {
     match schema::state(&conn)? {
         SchemaState::Current => Ok(db),
         SchemaState::Readable { found, latest } => {
-            tracing::warn!(found, latest, "the database was migrated by a newer hearth (additive migrations only)");
+            tracing::warn!(
+                found,
+                latest,
+                "the database was migrated by a newer hearth (additive migrations only)"
+            );
             Ok(db)
         }
         SchemaState::Behind { applied, latest } => Err(ConfigError(format!(

@@ -23,18 +23,18 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Ok(SchemaState::Readable { found, latest }) => (
             StatusCode::OK,
             true,
-            json!(format!("database schema {found} is newer than this hearth ({latest}); its newer migrations are additive")),
+            json!(format!(
+                "database schema {found} is newer than this hearth ({latest}); its newer migrations are additive"
+            )),
         ),
         Ok(SchemaState::Behind { applied, latest }) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,
             json!(format!("{applied} of {latest} migrations applied: run `hearth migrate`")),
         ),
-        Ok(SchemaState::Ahead { found, latest }) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            false,
-            json!(migrate::too_new(found, latest)),
-        ),
+        Ok(SchemaState::Ahead { found, latest }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, false, json!(migrate::too_new(found, latest)))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check could not read the database");
             (StatusCode::SERVICE_UNAVAILABLE, false, json!("database unreachable"))

@@ -19,6 +19,8 @@ mod cli_workers;
 #[cfg(test)]
 mod foundation;
 #[cfg(test)]
+mod packaging;
+#[cfg(test)]
 mod rollback;
 #[cfg(test)]
 mod runs;
