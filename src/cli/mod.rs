@@ -5,6 +5,7 @@ mod keys;
 mod migrate;
 mod orgs;
 mod output;
+mod roles;
 mod serve;
 mod worker;
 mod workers;

@@ -1,4 +1,5 @@
-//! `/health` (liveness, no database), `/ready` (database, migrations, role) and `/metrics`.
+//! `/health` (liveness, no database), `/ready` (database, migrations, role and, on a LiteFS
+//! replica, the primary's name) and `/metrics`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -40,9 +41,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, false, json!("database unreachable"))
         }
     };
+    let primary = match &role {
+        crate::replication::Role::Replica { primary } => json!(primary),
+        _ => json!(null),
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "role": role.as_str(),
+        "primary": primary,
         "schema_version": migrate::latest_version(),
         "uptime_s": state.uptime_s(),
         "detail": detail,

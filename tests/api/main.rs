@@ -21,6 +21,8 @@ mod foundation;
 #[cfg(test)]
 mod packaging;
 #[cfg(test)]
+mod roles;
+#[cfg(test)]
 mod rollback;
 #[cfg(test)]
 mod runs;
