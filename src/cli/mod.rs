@@ -1,4 +1,4 @@
-//! The command line: `hearth serve | migrate | worker | orgs | keys | workers`, each setting a flag with an
+//! The command line: `hearth serve | migrate | worker | run | orgs | keys | workers`, each setting a flag with an
 //! env var.
 
 mod keys;
@@ -6,6 +6,7 @@ mod migrate;
 mod orgs;
 mod output;
 mod roles;
+mod run;
 mod serve;
 mod worker;
 mod workers;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Manage API keys (secrets are shown once, alone on the last stdout line).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Run one turn and print it (the answer to stdout, tool progress to stderr); exit 0 when
+    /// the run completed, 1 when it failed, 130 on Ctrl-C. With --url, through a running hearth.
+    Run(Box<run::RunArgs>),
     /// Run as an external worker of one runner, over the worker protocol (SIGTERM drains).
     Worker(Box<WorkerConfig>),
     /// List workers and manage worker tokens (a new token's secret is shown once, alone on the
@@ -56,6 +60,17 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// The command ended with this exit code, its outcome already printed (`hearth run`).
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
+
+/// A progress line on stderr (not through the logger: it is the command's own output).
+pub(crate) fn progress(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 
 /// Runs the parsed command.
 ///
@@ -78,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(&open_migrated(&db_path)?, command).await,
         Command::Workers(command) => workers::run(&open_migrated(&db_path)?, command).await,
         Command::Worker(config) => worker::run(*config).await,
+        Command::Run(args) => run::run(&db_path, *args).await,
     }
 }
 

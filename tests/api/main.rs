@@ -15,6 +15,8 @@ mod cli;
 #[cfg(test)]
 mod cli_orgs;
 #[cfg(test)]
+mod cli_run;
+#[cfg(test)]
 mod cli_workers;
 #[cfg(test)]
 mod foundation;
