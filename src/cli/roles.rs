@@ -187,6 +187,7 @@ impl Duties {
         let heartbeat = Duration::from_secs(state.config().queue.heartbeat_s);
         if let Some((runner, capacity)) = &self.embedded {
             let pool = worker::embedded::Embedded {
+                name: worker::embedded::default_name(),
                 queue: Arc::clone(state.queue()),
                 executor: Arc::clone(state.executor()),
                 runner: runner.clone(),

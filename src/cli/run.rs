@@ -163,20 +163,33 @@ async fn local(db_path: &Path, args: RunArgs) -> anyhow::Result<(Value, bool)> {
         jwt: None,
         models,
     });
+    // A worker of its own (`HOST/run-PID`): `HOST/embedded` would give back the runs of a
+    // `serve` running on the same database and host.
+    let mut worker_id = None;
     if let Some((runner, capacity)) = embedded {
-        worker::embedded::start(worker::embedded::Embedded {
-            queue: Arc::clone(state.queue()),
-            executor: Arc::clone(state.executor()),
-            runner,
-            capacity,
-            heartbeat: Duration::from_secs(state.config().queue.heartbeat_s),
-            shutdown: state.shutdown().clone(),
-            tasks: state.tasks().clone(),
-        })
-        .await?;
+        let name = format!("{}/run-{}", worker::embedded::hostname(), std::process::id());
+        worker_id = Some(
+            worker::embedded::start(worker::embedded::Embedded {
+                name,
+                queue: Arc::clone(state.queue()),
+                executor: Arc::clone(state.executor()),
+                runner,
+                capacity,
+                heartbeat: Duration::from_secs(state.config().queue.heartbeat_s),
+                shutdown: state.shutdown().clone(),
+                tasks: state.tasks().clone(),
+            })
+            .await?,
+        );
     }
     let principal = Principal { org: default_org, key: KeyRef::Static, user: None };
     let outcome = turn(&state, &principal, &args.target, &args.input).await;
+    if let Some(id) = worker_id {
+        // Gone for good: `hearth workers list` shows it draining, not as a lost worker.
+        if let Err(e) = state.db().write(move |conn| crate::db::workers::mark_draining(conn, &id)).await {
+            tracing::warn!(error = %e, "could not mark this run's worker draining");
+        }
+    }
     state.shutdown().cancel();
     state.tasks().close();
     if tokio::time::timeout(Duration::from_secs(10), state.tasks().wait()).await.is_err() {

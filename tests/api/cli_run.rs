@@ -31,6 +31,43 @@ fn a_local_echo_turn_prints_the_answer_and_exits_0() {
         .query_row("SELECT status FROM runs WHERE id = ?1", [run["id"].as_str().unwrap()], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, "completed");
+    // Each local run had a worker of its own, left draining.
+    let workers: Vec<(String, String)> = conn
+        .prepare("SELECT name, status FROM workers")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert!(
+        workers.iter().all(|(name, status)| name.contains("/run-") && status == "draining"),
+        "{workers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_local_run_beside_a_running_serve_leaves_the_servers_worker_alone() {
+    let hearth = Hearth::start().await;
+    let key = hearth.api_key().unwrap();
+    let out = hearth_cmd(&hearth.db_path(), &["run", "echo", "--input", "beside serve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "beside serve\n");
+    assert!(!hearth.stderr().contains("re-queued"), "{}", hearth.stderr());
+    // The server's own embedded worker still serves.
+    let body = serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": "still here"}]});
+    let answer = reqwest::Client::new()
+        .post(hearth.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let conn = rusqlite::Connection::open(hearth.db_path()).unwrap();
+    let status: String =
+        conn.query_row("SELECT status FROM workers WHERE name LIKE '%/embedded'", [], |r| r.get(0)).unwrap();
+    assert_eq!(status, "active");
 }
 
 #[test]
