@@ -24,10 +24,16 @@ RUN cargo build --release --locked \
 FROM debian:bookworm-slim
 
 # CA certificates for the upstream model providers (reqwest with rustls uses the system roots).
+# hearth and Litestream run as the unprivileged user `hearth`; the entrypoint starts as root only
+# to hand a fresh volume (mounted root-owned at /data) to that user, then drops to it with
+# setpriv (util-linux, in the base image).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && mkdir -p /data
+    && groupadd --system --gid 1000 hearth \
+    && useradd --system --uid 1000 --gid hearth --home-dir /data --shell /usr/sbin/nologin hearth \
+    && mkdir -p /data \
+    && chown hearth:hearth /data
 
 COPY --from=builder /usr/local/bin/hearth /usr/local/bin/hearth
 COPY --from=builder /opt/litestream/bin/litestream /usr/local/bin/litestream
@@ -39,5 +45,5 @@ ENV HEARTH_DB=/data/hearth.db \
 EXPOSE 8080
 
 # Restores from the replica if needed, then runs `hearth serve` under `litestream replicate`
-# (or plain `hearth serve` when no replica is configured).
+# (or plain `hearth serve` when no replica is configured), as the user `hearth`.
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]

@@ -1,3 +1,4 @@
+-- compat: additive
 -- 0011: Idempotency-Key on POST /v1/runs and POST /v1/chat/completions (issue 18), so a client's
 -- automatic retries never start a turn twice. One row per key a caller used: `scope` is the
 -- SHA-256 of who used it (organization, credential, user), `request_hash` the SHA-256 of what

@@ -7,14 +7,24 @@
 # and stops hearth (SIGTERM, then a final sync) when the container stops.
 # Without one: plain `hearth serve` on the local volume.
 # Any arguments run instead, e.g. `docker run IMAGE hearth migrate`.
+#
+# Started as root (the image's default), it first gives the database's directory to the user
+# `hearth` (a new Fly volume is mounted owned by root) and runs itself again as that user, so
+# neither hearth nor Litestream ever runs as root. Started as another user, it runs as that user.
 set -eu
+
+HEARTH_DB="${HEARTH_DB:-/data/hearth.db}"
+export HEARTH_DB
+
+if [ "$(id -u)" = "0" ] && id hearth >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$HEARTH_DB")"
+    chown hearth:hearth "$(dirname "$HEARTH_DB")"
+    exec setpriv --reuid=hearth --regid=hearth --init-groups "$0" "$@"
+fi
 
 if [ "$#" -gt 0 ]; then
     exec "$@"
 fi
-
-HEARTH_DB="${HEARTH_DB:-/data/hearth.db}"
-export HEARTH_DB
 config="${LITESTREAM_CONFIG:-/etc/litestream.yml}"
 
 # `fly storage create` (Tigris) sets BUCKET_NAME, AWS_ENDPOINT_URL_S3 and AWS_REGION.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use hearth::cli::{Cli, ConfigError};
+use hearth::cli::{Cli, ConfigError, Exit};
 
 /// mimalloc: fewer cycles per allocation than glibc's malloc on the request path (measured with
 /// scripts/bench; docs/PERFORMANCE.md).
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(hearth::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<Exit>() => ExitCode::from(error.downcast_ref::<Exit>().map_or(1, |e| e.0)),
         Err(error) => {
             let code = if error.is::<ConfigError>() { 2 } else { 1 };
             if code == 1 {

@@ -49,6 +49,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .layer(DefaultBodyLimit::max(max_body));
     crate::http::router()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::replica::replay_writes))
         .layer(axum::middleware::from_fn(crate::http::metrics::track_http))
         .layer(layers)
         // Outermost, so every answer has it: errors, fallbacks, rejections and SSE included.

@@ -1,10 +1,12 @@
-//! The command line: `hearth serve | migrate | worker | orgs | keys | workers`, each setting a flag with an
+//! The command line: `hearth serve | migrate | worker | run | orgs | keys | workers`, each setting a flag with an
 //! env var.
 
 mod keys;
 mod migrate;
 mod orgs;
 mod output;
+mod roles;
+mod run;
 mod serve;
 mod worker;
 mod workers;
@@ -43,6 +45,9 @@ pub enum Command {
     /// Manage API keys (secrets are shown once, alone on the last stdout line).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Run one turn and print it (the answer to stdout, tool progress to stderr); exit 0 when
+    /// the run completed, 1 when it failed, 130 on Ctrl-C. With --url, through a running hearth.
+    Run(Box<run::RunArgs>),
     /// Run as an external worker of one runner, over the worker protocol (SIGTERM drains).
     Worker(Box<WorkerConfig>),
     /// List workers and manage worker tokens (a new token's secret is shown once, alone on the
@@ -55,6 +60,17 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// The command ended with this exit code, its outcome already printed (`hearth run`).
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
+
+/// A progress line on stderr (not through the logger: it is the command's own output).
+pub(crate) fn progress(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 
 /// Runs the parsed command.
 ///
@@ -77,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(&open_migrated(&db_path)?, command).await,
         Command::Workers(command) => workers::run(&open_migrated(&db_path)?, command).await,
         Command::Worker(config) => worker::run(*config).await,
+        Command::Run(args) => run::run(&db_path, *args).await,
     }
 }
 
@@ -93,15 +110,21 @@ fn open_migrated(path: &Path) -> anyhow::Result<Db> {
     let conn = rusqlite::Connection::open(path)?;
     match schema::state(&conn)? {
         SchemaState::Current => Ok(db),
+        SchemaState::Readable { found, latest } => {
+            tracing::warn!(
+                found,
+                latest,
+                "the database was migrated by a newer hearth (additive migrations only)"
+            );
+            Ok(db)
+        }
         SchemaState::Behind { applied, latest } => Err(ConfigError(format!(
             "the database at {} has {applied} of {latest} migrations applied: run `hearth migrate`",
             path.display()
         ))
         .into()),
-        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
-            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
-            path.display()
-        ))
-        .into()),
+        SchemaState::Ahead { found, latest } => {
+            Err(ConfigError(format!("{}: {}", path.display(), schema::too_new(found, latest))).into())
+        }
     }
 }

@@ -6,17 +6,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::ConfigError;
+use super::{ConfigError, roles};
 use crate::app::{App, AppParts, AppState};
 use crate::auth::jwt::JwtVerifier;
 use crate::catalog::Catalog;
 use crate::config::ServeConfig;
-use crate::db::migrate::{self, SchemaState};
-use crate::db::{Db, checkpoint};
+use crate::db::Db;
 use crate::llm::{Models, ProviderSettings};
 use crate::replication::RoleSource;
 use crate::runner::Resolver;
-use crate::{bootstrap, metrics, server, worker};
+use crate::{metrics, server};
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 ///
@@ -29,24 +28,24 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
     let models = build_models(&config.upstream)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
-    let role = RoleSource::new(config.storage.litefs_dir.as_deref()).current();
+    let source = RoleSource::new(config.storage.litefs_dir.as_deref());
     let db = Db::open(db_path, config.storage.db_readers)?;
-    prepare_schema(db_path, role.is_writer(), config.storage.auto_migrate)?;
-    let default_org = if role.is_writer() {
-        let boot = bootstrap::ensure(&db, config.auth.admin_token.is_some(), static_key.is_some()).await?;
-        bootstrap::announce(&boot);
-        boot.default_org
-    } else {
-        bootstrap::find_default_org(&db).await?
-    };
+    let default_org = roles::prepare(&roles::Start {
+        path: db_path,
+        db: &db,
+        source: &source,
+        auto_migrate: config.storage.auto_migrate,
+        env_admin_token: config.auth.admin_token.is_some(),
+        env_api_key: static_key.is_some(),
+    })
+    .await?;
     let addr = SocketAddr::new(config.http.host, config.http.port);
     let listener = server::bind(config.http.host, config.http.port)
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
     let local = listener.local_addr()?;
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    let embedded = (role.is_writer() && !config.queue.no_embedded_workers && config.queue.workers > 0)
-        .then_some(usize::from(config.queue.workers));
-    let default_runner = rules.default_runner().to_owned();
+    let embedded = (!config.queue.no_embedded_workers && config.queue.workers > 0)
+        .then(|| (rules.default_runner().to_owned(), usize::from(config.queue.workers)));
     let resolver = Resolver::new(rules);
     let state = App::build(AppParts {
         config,
@@ -58,18 +57,10 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         jwt,
         models,
     });
-    if let Some(capacity) = embedded {
-        worker::embedded::start(worker::embedded::Embedded {
-            queue: std::sync::Arc::clone(state.queue()),
-            executor: std::sync::Arc::clone(state.executor()),
-            runner: default_runner,
-            capacity,
-            heartbeat: Duration::from_secs(state.config().queue.heartbeat_s),
-            shutdown: state.shutdown().clone(),
-            tasks: state.tasks().clone(),
-        })
+    let role = source.current();
+    roles::Duties { state: state.clone(), path: db_path.to_path_buf(), source, embedded }
+        .start(role.clone())
         .await?;
-    }
     tracing::info!(
         addr = %local,
         db = %db_path.display(),
@@ -79,16 +70,6 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     );
     watch_signals(&state);
     prune_rate_limits(&state);
-    if role.is_writer() {
-        state.tasks().spawn(checkpoint::run_policy(db.clone(), state.shutdown().clone()));
-        let every = Duration::from_secs(state.config().queue.heartbeat_s);
-        state.tasks().spawn(crate::queue::run_sweeper(
-            std::sync::Arc::clone(state.queue()),
-            every,
-            state.shutdown().clone(),
-        ));
-        prune_idempotency_keys(&state);
-    }
     server::serve(listener, state.clone(), grace).await.context("serving HTTP")?;
     finish(&state, &db).await;
     Ok(())
@@ -108,37 +89,6 @@ pub(super) fn build_models(upstream: &crate::config::UpstreamConfig) -> Result<M
         .map_err(ConfigError)
 }
 
-/// Brings the schema up to date (writer nodes with auto-migrate) or checks that it is.
-fn prepare_schema(path: &Path, writer: bool, auto_migrate: bool) -> anyhow::Result<()> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")?;
-    match migrate::state(&conn)? {
-        SchemaState::Current => Ok(()),
-        SchemaState::Behind { .. } if writer && auto_migrate => {
-            for name in migrate::migrate_to(&conn, None)? {
-                tracing::info!(migration = name, "applied migration");
-            }
-            Ok(())
-        }
-        SchemaState::Behind { applied, latest } if writer => Err(ConfigError(format!(
-            "the database at {} has {applied} of {latest} migrations applied and \
-             HEARTH_AUTO_MIGRATE is false: run `hearth migrate` first",
-            path.display()
-        ))
-        .into()),
-        SchemaState::Behind { applied, latest } => Err(ConfigError(format!(
-            "this LiteFS replica's database has {applied} of {latest} migrations applied; \
-             the primary migrates it: start or upgrade the primary first"
-        ))
-        .into()),
-        SchemaState::Ahead { found, latest } => Err(ConfigError(format!(
-            "the database at {} is at schema {found}, newer than this hearth ({latest}): upgrade hearth",
-            path.display()
-        ))
-        .into()),
-    }
-}
-
 /// Every minute, forgets the rate-limit state of keys and users whose limit has replenished.
 fn prune_rate_limits(state: &AppState) {
     let (app, shutdown) = (state.clone(), state.shutdown().clone());
@@ -152,10 +102,10 @@ fn prune_rate_limits(state: &AppState) {
     });
 }
 
-/// Every ten minutes, forgets the `Idempotency-Key`s used more than a day ago (a writing task:
-/// not on a replica).
-fn prune_idempotency_keys(state: &AppState) {
-    let (app, shutdown) = (state.clone(), state.shutdown().clone());
+/// Every ten minutes until `stop`, forgets the `Idempotency-Key`s used more than a day ago (a
+/// writing task: started on the primary only, see `roles`).
+pub(super) fn prune_idempotency_keys(state: &AppState, stop: &tokio_util::sync::CancellationToken) {
+    let (app, shutdown) = (state.clone(), stop.clone());
     state.tasks().spawn(async move {
         loop {
             tokio::select! {
@@ -211,6 +161,11 @@ async fn finish(state: &AppState, db: &Db) {
     state.tasks().close();
     if tokio::time::timeout(Duration::from_secs(10), state.tasks().wait()).await.is_err() {
         tracing::warn!("background tasks did not stop within 10 s");
+    }
+    // A replica's file is LiteFS's to write.
+    if !state.role().is_writer() {
+        tracing::info!("stopped");
+        return;
     }
     let checkpoint =
         db.read(|conn| Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)).await;

@@ -3,10 +3,16 @@
 //! Migration N (1-based) lives in `migrations/000N_….sql`; a database at `user_version = N` has
 //! applied the first N. Each migration and its version bump commit together, so a crash leaves
 //! the database at a whole version. Run only on the primary (or a standalone node).
+//!
+//! Rollbacks: from 0010 on every migration declares on its first line whether it is
+//! `additive` or `breaking` ([`schema_floor`]); a breaking one raises the database's floor, the
+//! lowest schema version a binary must know to open it. A binary older than the database starts
+//! when its newest migration is at or above the floor ([`SchemaState::Readable`]), and refuses
+//! below it ([`SchemaState::Ahead`], [`too_new`]).
 
 use rusqlite::Connection;
 
-use super::DbError;
+use super::{DbError, schema_floor};
 
 /// Every migration, in order. Append only: never edit or reorder a released entry.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -17,8 +23,13 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_user_sessions_index", include_str!("../../migrations/0005_user_sessions_index.sql")),
     ("0006_runs_status_check", include_str!("../../migrations/0006_runs_status_check.sql")),
     ("0007_worker_tokens", include_str!("../../migrations/0007_worker_tokens.sql")),
+    ("0010_schema_floor", include_str!("../../migrations/0010_schema_floor.sql")),
     ("0011_idempotency_keys", include_str!("../../migrations/0011_idempotency_keys.sql")),
 ];
+
+/// The migration that brought the rollback floor: it and every later one declare their
+/// [`schema_floor::Compat`] on their first line (a unit test checks).
+pub const FIRST_DECLARED: &str = "0010_schema_floor";
 
 /// The schema version this binary expects.
 #[must_use]
@@ -46,7 +57,16 @@ pub enum SchemaState {
         /// Migrations this binary has.
         latest: i64,
     },
-    /// The database was migrated by a newer hearth than this one.
+    /// The database was migrated by a newer hearth whose further migrations were all additive:
+    /// this binary may serve it (and migrates nothing).
+    Readable {
+        /// The database's version.
+        found: i64,
+        /// The newest version this binary knows.
+        latest: i64,
+    },
+    /// The database was migrated by a newer hearth past a breaking migration this binary
+    /// cannot read: it must not open it ([`too_new`] says what to do).
     Ahead {
         /// The database's version.
         found: i64,
@@ -65,8 +85,23 @@ pub fn state(conn: &Connection) -> Result<SchemaState, DbError> {
     Ok(match found.cmp(&latest) {
         std::cmp::Ordering::Equal => SchemaState::Current,
         std::cmp::Ordering::Less => SchemaState::Behind { applied: found, latest },
-        std::cmp::Ordering::Greater => SchemaState::Ahead { found, latest },
+        // No floor recorded: nothing says the newer schema is readable.
+        std::cmp::Ordering::Greater => match schema_floor::read_floor(conn)? {
+            Some(floor) if floor <= latest => SchemaState::Readable { found, latest },
+            _ => SchemaState::Ahead { found, latest },
+        },
     })
+}
+
+/// What to tell the operator when the database is [`SchemaState::Ahead`] of this binary.
+#[must_use]
+pub fn too_new(found: i64, latest: i64) -> String {
+    format!(
+        "the database is at schema version {found}, and a migration since version {latest} (the \
+         newest this hearth knows) changed it in a way this hearth cannot read. Roll forward \
+         (deploy the newer hearth again), or restore the database from a backup taken before the \
+         upgrade (`litestream restore`, docs/DEPLOY.md \"Rolling back\")"
+    )
 }
 
 /// Applies the pending migrations up to `target` (all of them when `None`); returns the names
@@ -85,6 +120,7 @@ pub fn migrate_to(conn: &Connection, target: Option<i64>) -> Result<Vec<&'static
         let outcome = step.and_then(|step| match step {
             Some((version, name, sql)) => {
                 conn.execute_batch(sql)?;
+                schema_floor::record(conn, version, schema_floor::declared(sql))?;
                 // A migration may edit `sqlite_schema` directly (0006, SQLite's documented way
                 // to change a CHECK); bumping the schema cookie makes every connection re-read
                 // the schema. For an ordinary migration it is one more harmless increment.
@@ -116,15 +152,15 @@ type Step = (i64, &'static str, &'static str);
 
 fn next_step(conn: &Connection, target: i64) -> Result<Option<Step>, DbError> {
     let version = schema_version(conn)?;
-    if version > latest_version() {
-        return Err(DbError::Open {
-            path: conn.path().unwrap_or_default().into(),
-            reason: format!(
-                "the database is at schema version {version}, newer than this hearth ({}); \
-                 upgrade hearth",
-                latest_version()
-            ),
-        });
+    match state(conn)? {
+        SchemaState::Ahead { found, latest } => {
+            return Err(DbError::Open {
+                path: conn.path().unwrap_or_default().into(),
+                reason: too_new(found, latest),
+            });
+        }
+        SchemaState::Readable { .. } => return Ok(None),
+        SchemaState::Current | SchemaState::Behind { .. } => {}
     }
     if version >= target {
         return Ok(None);
@@ -190,6 +226,35 @@ mod tests {
         conn.pragma_update(None, "user_version", latest_version() + 1).unwrap();
         assert!(matches!(state(&conn).unwrap(), SchemaState::Ahead { .. }));
         assert!(migrate_to(&conn, None).is_err());
+    }
+
+    #[test]
+    fn every_migration_since_the_floor_declares_whether_it_is_additive() {
+        let first = MIGRATIONS.iter().position(|(name, _)| *name == FIRST_DECLARED).unwrap();
+        for (name, sql) in &MIGRATIONS[first..] {
+            assert!(
+                schema_floor::declared(sql).is_some(),
+                "migrations/{name}.sql must open with `-- compat: additive` or `-- compat: breaking` \
+                 (docs/DEPLOY.md \"Rolling back\")"
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_additive_schema_is_readable_and_a_breaking_one_is_not() {
+        let conn = memory();
+        migrate_to(&conn, None).unwrap();
+        let latest = latest_version();
+        // What a newer release's additive migration leaves: a higher version, the same floor.
+        conn.execute_batch("CREATE TABLE from_the_future (x)").unwrap();
+        conn.pragma_update(None, "user_version", latest + 1).unwrap();
+        assert_eq!(state(&conn).unwrap(), SchemaState::Readable { found: latest + 1, latest });
+        assert!(migrate_to(&conn, None).unwrap().is_empty(), "nothing to apply, no error");
+        // A breaking one raises the floor above this binary.
+        schema_floor::record(&conn, latest + 1, Some(schema_floor::Compat::Breaking)).unwrap();
+        assert_eq!(state(&conn).unwrap(), SchemaState::Ahead { found: latest + 1, latest });
+        let refused = migrate_to(&conn, None).unwrap_err().to_string();
+        assert!(refused.contains("Roll forward") && refused.contains("litestream restore"), "{refused}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod organizations;
 pub mod run_events;
 pub mod runs;
+pub mod schema_floor;
 pub mod sessions;
 pub mod sql;
 pub mod users;

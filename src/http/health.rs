@@ -1,4 +1,5 @@
-//! `/health` (liveness, no database), `/ready` (database, migrations, role) and `/metrics`.
+//! `/health` (liveness, no database), `/ready` (database, migrations, role and, on a LiteFS
+//! replica, the primary's name) and `/metrics`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -27,24 +28,34 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                 (StatusCode::SERVICE_UNAVAILABLE, false, json!(format!("writes are failing: {why}")))
             }
         },
+        Ok(SchemaState::Readable { found, latest }) => (
+            StatusCode::OK,
+            true,
+            json!(format!(
+                "database schema {found} is newer than this hearth ({latest}); its newer migrations are additive"
+            )),
+        ),
         Ok(SchemaState::Behind { applied, latest }) => (
             StatusCode::SERVICE_UNAVAILABLE,
             false,
             json!(format!("{applied} of {latest} migrations applied: run `hearth migrate`")),
         ),
-        Ok(SchemaState::Ahead { found, latest }) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            false,
-            json!(format!("database schema {found} is newer than this hearth ({latest})")),
-        ),
+        Ok(SchemaState::Ahead { found, latest }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, false, json!(migrate::too_new(found, latest)))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check could not read the database");
             (StatusCode::SERVICE_UNAVAILABLE, false, json!("database unreachable"))
         }
     };
+    let primary = match &role {
+        crate::replication::Role::Replica { primary } => json!(primary),
+        _ => json!(null),
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "role": role.as_str(),
+        "primary": primary,
         "schema_version": migrate::latest_version(),
         "uptime_s": state.uptime_s(),
         "detail": detail,

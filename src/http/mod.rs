@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod replica;
 pub mod runs;
 pub mod sessions;
 pub mod streams;

@@ -129,10 +129,11 @@ impl Queue {
     /// Unknown or foreign session, busy session with `reject`, or storage failure.
     pub async fn dispatch(&self, new: NewRun) -> Result<Dispatched, DispatchError> {
         let lease_ms = self.lease_ms();
-        let taker = self.local.get().and_then(|l| {
-            let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
-            Some(Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
-        });
+        let taker =
+            self.local.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().and_then(|l| {
+                let slot = Arc::clone(&l.slots).try_acquire_owned().ok()?;
+                Some(Taker { runner: l.runner.clone(), worker: l.worker.clone(), lease_ms, slot })
+            });
         let (new, resolved, taker) = if new.known_later && new.session.is_none() {
             match self.try_defer(new, taker).await? {
                 Ok(dispatched) => return Ok(dispatched),

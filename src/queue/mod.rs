@@ -41,7 +41,7 @@ pub use lease::{GivenBack, run_sweeper};
 pub use remote::{Appended, Finished, HeartbeatAnswer};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -134,7 +134,8 @@ pub struct Queue {
     /// Runs taken at dispatch and not stored yet ([`drafts`]).
     drafts: Drafts,
     settings: QueueSettings,
-    local: OnceLock<Local>,
+    /// The in-process worker taking runs at dispatch, while this node runs one.
+    local: RwLock<Option<Local>>,
 }
 
 impl Queue {
@@ -150,14 +151,20 @@ impl Queue {
             released: Mutex::default(),
             drafts: Drafts::default(),
             settings,
-            local: OnceLock::new(),
+            local: RwLock::new(None),
         }
     }
 
-    /// Registers the in-process worker that takes runs at dispatch (once; later calls are
-    /// ignored).
+    /// Registers the in-process worker that takes runs at dispatch (replacing an earlier one:
+    /// a node promoted again starts its pool afresh).
     pub fn set_local(&self, local: Local) {
-        let _ = self.local.set(local);
+        *self.local.write().unwrap_or_else(PoisonError::into_inner) = Some(local);
+    }
+
+    /// Forgets the in-process worker (its pool stopped: this node was demoted), so dispatch
+    /// hands nothing to it.
+    pub fn clear_local(&self) {
+        *self.local.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn lease_ms(&self) -> i64 {

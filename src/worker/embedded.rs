@@ -26,6 +26,9 @@ pub struct Embedded {
     pub queue: Arc<Queue>,
     /// Executes what it claims.
     pub executor: Arc<Executor>,
+    /// The name it registers under: [`default_name`] for `serve` (stable, so a restart gives
+    /// back what a crashed process held), one of its own for anything else sharing the database.
+    pub name: String,
     /// The runner it serves (the default runner).
     pub runner: String,
     /// Runs at once.
@@ -38,14 +41,20 @@ pub struct Embedded {
     pub tasks: TaskTracker,
 }
 
-/// Starts the embedded worker: one registered worker (`HOST/embedded`) that runs up to
+/// `serve`'s embedded worker name: `HOST/embedded`.
+#[must_use]
+pub fn default_name() -> String {
+    format!("{}/embedded", hostname())
+}
+
+/// Starts the embedded worker: one registered worker (`pool.name`) that runs up to
 /// `capacity` runs at once, after giving back what an earlier incarnation of it held.
 ///
 /// # Errors
 /// On a storage failure while registering.
-pub async fn start(pool: Embedded) -> Result<(), DbError> {
+pub async fn start(pool: Embedded) -> Result<WorkerId, DbError> {
     let host = hostname();
-    let name = format!("{host}/embedded");
+    let name = pool.name.clone();
     let new = NewWorker {
         name: name.clone(),
         runtime: pool.runner.clone(),
@@ -72,12 +81,13 @@ pub async fn start(pool: Embedded) -> Result<(), DbError> {
     let (claimer, id) = (Arc::clone(&pool), worker.clone());
     pool.tasks.spawn(async move { claim_loop(&claimer, &id, slots).await });
     let beater = Arc::clone(&pool);
+    let id = worker.clone();
     pool.tasks.spawn(async move { heartbeat_loop(&beater, vec![worker]).await });
-    Ok(())
+    Ok(id)
 }
 
 /// This machine's host name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).
-pub(crate) fn hostname() -> String {
+pub fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

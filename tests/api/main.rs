@@ -15,6 +15,8 @@ mod cli;
 #[cfg(test)]
 mod cli_orgs;
 #[cfg(test)]
+mod cli_run;
+#[cfg(test)]
 mod cli_workers;
 #[cfg(test)]
 mod connections;
@@ -26,6 +28,12 @@ mod foundation;
 mod idempotency;
 #[cfg(test)]
 mod jwt;
+#[cfg(test)]
+mod packaging;
+#[cfg(test)]
+mod roles;
+#[cfg(test)]
+mod rollback;
 #[cfg(test)]
 mod runs;
 #[cfg(test)]
