@@ -184,7 +184,10 @@ fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
         ModelError::Timeout(_) => ErrorCode::UpstreamTimeout,
         _ => ErrorCode::UpstreamError,
     };
-    Outcome::Failed { error: RunError::new(code, error.to_string()), usage }
+    // The whole error is for the log; the run's error (what its client sees) says nothing of
+    // hearth's credentials or the provider's addresses.
+    tracing::warn!(error = %error, "model call failed");
+    Outcome::Failed { error: RunError::new(code, error.public_message()), usage }
 }
 
 /// Runs server-side calls in parallel, each under the timeout; returns the tool messages.

@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod echo;
 pub mod http;
 pub mod openai;
+mod redact;
 pub mod route;
 pub mod sse;
 
