@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use hearth::cli::{Cli, ConfigError, Exit};
 
 /// mimalloc: fewer cycles per allocation than glibc's malloc on the request path (measured with
@@ -12,7 +12,20 @@ use hearth::cli::{Cli, ConfigError, Exit};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let command = Cli::command();
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => return clap_error(&error),
+    };
+    if let Some((flag, env)) = hearth::config::secret::on_command_line(&command, &matches) {
+        let instead = env.map_or_else(String::new, |env| format!("set {env}, or "));
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: {flag} takes no secret on the command line, where every user of this machine can read it (ps): {instead}pass {flag} @FILE to read it from a file"
+        );
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => return clap_error(&error),
     };

@@ -8,8 +8,8 @@
 //! Without `--url` it uses the local database: the run is dispatched in this process and
 //! executed by an embedded worker, with no HTTP server. With `--url` it drives a running hearth
 //! over HTTP ([`remote`]), as a scheduled Fly Machine without the volume must. The API key
-//! comes from `HEARTH_API_KEY` (or `--api-key`, whose value other local users can read in
-//! the process list).
+//! comes from `HEARTH_API_KEY` (or `--api-key @FILE`; a key's value on the command line is
+//! refused, since other local users can read it in the process list).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub async fn run(db_path: &Path, args: RunArgs) -> anyhow::Result<()> {
     let (run, interrupted) = match args.url.clone() {
         Some(url) => {
             let key = args.api_key.clone().ok_or_else(|| {
-                ConfigError("--url needs an API key: set HEARTH_API_KEY (or pass --api-key)".into())
+                ConfigError("--url needs an API key: set HEARTH_API_KEY (or pass --api-key @FILE)".into())
             })?;
             remote::run(&url, &key, &args.target, &args.input).await?
         }

@@ -23,6 +23,12 @@ use crate::{metrics, server};
 /// On bad settings, an unusable database, or a port that cannot be bound.
 pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    config.auth.check_secrets().map_err(ConfigError)?;
+    if let Some(token) = &config.http.metrics_token {
+        token
+            .at_least(crate::config::MIN_SECRET, "HEARTH_METRICS_TOKEN (--metrics-token)")
+            .map_err(ConfigError)?;
+    }
     let static_key = config.auth.static_api_key().map_err(ConfigError)?;
     let rules = config.runner.resolver_rules().map_err(ConfigError)?;
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;

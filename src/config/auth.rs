@@ -5,6 +5,9 @@ use clap::Args;
 use super::Secret;
 use super::parse::parse_bool;
 
+/// The shortest service key, admin token or metrics token accepted.
+pub const MIN_SECRET: usize = 16;
+
 /// Credentials and identity: the service key, the admin token, user JWTs, rate limits.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Authentication")]
@@ -60,6 +63,20 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// Refuses the service and admin secrets when they are too short to be safe.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn check_secrets(&self) -> Result<(), String> {
+        if let Some(key) = &self.api_key {
+            key.at_least(MIN_SECRET, "GATEWAY_API_KEY (--api-key)")?;
+        }
+        if let Some(token) = &self.admin_token {
+            token.at_least(MIN_SECRET, "HEARTH_ADMIN_TOKEN (--admin-token)")?;
+        }
+        Ok(())
+    }
+
     /// The static API key: GATEWAY_API_KEY, else the legacy MESHI_RUNTIME_API_KEY.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ mod http;
 mod parse;
 mod queue;
 mod runner;
-mod secret;
+pub mod secret;
 mod storage;
 mod upstream;
 mod worker;
@@ -22,7 +22,7 @@ mod worker;
 use clap::Args;
 
 pub use agent::AgentConfig;
-pub use auth::AuthConfig;
+pub use auth::{AuthConfig, MIN_SECRET};
 pub use global::{GlobalConfig, LogFormat};
 pub use http::HttpConfig;
 pub use parse::parse_size;

@@ -45,35 +45,37 @@ impl Queue {
         let ids = workers.to_vec();
         let lease_ms = self.lease_ms();
         let released = self.released.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let lapsed = released.clone();
-        self.db
+        let moved_on = self
+            .db
             .write(move |conn| {
                 let now = now_ms();
                 for id in &ids {
                     workers::touch_worker(conn, id, now)?;
                     runs::extend_leases(conn, id, now + lease_ms, now)?;
                 }
-                for (run, worker) in &lapsed {
-                    runs::end_lease(conn, run, worker, now)?;
+                // Released runs keep a lapsed lease (whatever the extension above did) until the
+                // sweeper has taken them: then they are forgotten.
+                let mut moved_on = Vec::new();
+                for (run, worker) in released {
+                    if runs::end_lease(conn, &run, &worker, now)? == 0 {
+                        moved_on.push((run, worker));
+                    }
                 }
-                Ok(())
+                Ok(moved_on)
             })
             .await?;
-        if !released.is_empty() {
-            // Their leases have lapsed: the sweeper re-queues them (attempt + 1) on its next pass.
-            self.released.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !released.contains(r));
-            for (run, _) in &released {
-                tracing::warn!(run.id = %run, "lease of a run whose end could not be recorded has lapsed: the sweeper re-queues it");
-            }
+        if !moved_on.is_empty() {
+            self.released.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !moved_on.contains(r));
         }
         Ok(())
     }
 
     /// Lets go of a run this process executed but could not record the end of (every try
-    /// failed: disk full, I/O errors): its lease is ended at the next heartbeat that can write,
-    /// instead of extended, so the sweeper re-queues it (attempt + 1) — it is never left
-    /// `running` forever with its readers waiting.
+    /// failed: disk full, I/O errors): from the next heartbeat that can write, its lease is
+    /// ended instead of extended, until the sweeper has re-queued it (attempt + 1) — it is never
+    /// left `running` forever with its readers waiting.
     pub fn release(&self, run: &RunId, worker: &WorkerId) {
+        tracing::warn!(run.id = %run, "a run whose end could not be recorded is let go: its lease lapses for the sweeper");
         self.released.lock().unwrap_or_else(PoisonError::into_inner).push((run.clone(), worker.clone()));
     }
 

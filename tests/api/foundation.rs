@@ -158,10 +158,10 @@ async fn environment_credentials_replace_the_first_run_ones() {
 
 #[tokio::test]
 async fn a_static_key_alone_still_gets_an_admin_token() {
-    let hearth = Hearth::options().env("GATEWAY_API_KEY", "static-only-key").start().await;
+    let hearth = Hearth::options().env("GATEWAY_API_KEY", "static-only-key-0123").start().await;
     assert!(hearth.admin_token().is_some_and(|t| t.starts_with("hadm_")), "{}", hearth.stderr());
     assert_eq!(hearth.api_key(), None);
-    assert_eq!(models_status(&hearth, "static-only-key").await, 200);
+    assert_eq!(models_status(&hearth, "static-only-key-0123").await, 200);
 }
 
 #[tokio::test]

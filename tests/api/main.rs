@@ -37,6 +37,8 @@ mod rollback;
 #[cfg(test)]
 mod runs;
 #[cfg(test)]
+mod secrets;
+#[cfg(test)]
 mod streams;
 #[cfg(test)]
 mod stress;
