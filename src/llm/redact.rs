@@ -11,7 +11,7 @@ impl ModelError {
     #[must_use]
     pub fn public_message(&self) -> String {
         match self {
-            Self::Connect(_) => "cannot reach the upstream provider (hearth's log has the cause)".into(),
+            Self::Connect(detail) => format!("cannot reach the upstream provider: {}", connect_cause(detail)),
             Self::Status { status: status @ (401 | 403), .. } => format!(
                 "the upstream provider refused hearth's credentials (HTTP {status}): the operator must check the provider's API key in hearth's settings"
             ),
@@ -21,6 +21,22 @@ impl ModelError {
             Self::Timeout(detail) => format!("upstream provider timed out: {}", redact(detail)),
             Self::Protocol(detail) => format!("upstream provider broke the protocol: {}", redact(detail)),
         }
+    }
+}
+
+/// The kind of a connection failure, without the addresses its detail names.
+fn connect_cause(detail: &str) -> &'static str {
+    let detail = detail.to_ascii_lowercase();
+    if detail.contains("certificate") || detail.contains("tls") || detail.contains("handshake") {
+        "its TLS certificate was refused or the TLS handshake failed (hearth's log has the cause)"
+    } else if detail.contains("dns") || detail.contains("resolve") || detail.contains("lookup") {
+        "its host name did not resolve (hearth's log has the cause)"
+    } else if detail.contains("refused") {
+        "the connection was refused (hearth's log has the cause)"
+    } else if detail.contains("timed out") || detail.contains("timeout") {
+        "connecting timed out (hearth's log has the cause)"
+    } else {
+        "the connection failed (hearth's log has the cause)"
     }
 }
 
@@ -117,6 +133,9 @@ mod tests {
         assert!(!refused.public_message().contains("sk-live"), "{}", refused.public_message());
         let connect = ModelError::Connect("tcp connect error to https://10.1.2.3:443: refused".into());
         assert!(!connect.public_message().contains("10.1.2.3"));
+        assert!(connect.public_message().contains("refused"), "{}", connect.public_message());
+        let tls = ModelError::Connect("invalid peer certificate: UnknownIssuer for https://10.1.2.3".into());
+        assert!(tls.public_message().contains("certificate") && !tls.public_message().contains("10.1.2.3"));
         let plain = ModelError::Status { status: 500, message: "overloaded".into(), retry_after: None };
         assert_eq!(plain.public_message(), "upstream provider answered 500: overloaded");
     }
