@@ -123,7 +123,9 @@ pub async fn serve(listener: TcpListener, state: AppState, grace: Duration) -> s
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    // The peer address reaches handlers as `ConnectInfo` (the admin login's per-client limit).
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move { stop.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => return result,
