@@ -9,6 +9,8 @@
 #[cfg(test)]
 mod admin_api;
 #[cfg(test)]
+mod admin_pages;
+#[cfg(test)]
 mod auth;
 #[cfg(test)]
 mod chat;

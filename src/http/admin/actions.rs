@@ -61,7 +61,8 @@ pub async fn set_runner(
     Form(form): Form<RunnerForm>,
 ) -> Result<Response, Response> {
     login.check_csrf(&form.csrf_token)?;
-    let reason = Some(form.reason.trim().chars().take(MAX_REASON).collect::<String>()).filter(|r| !r.is_empty());
+    let reason =
+        Some(form.reason.trim().chars().take(MAX_REASON).collect::<String>()).filter(|r| !r.is_empty());
     let runner = match form.action.as_str() {
         "clear" => None,
         _ => Some(form.runner.trim().to_owned()),
@@ -79,7 +80,8 @@ pub async fn set_runner(
             pages::org_page(&state, &login, &slug, StatusCode::CONFLICT, (e.to_string(), String::new())).await
         }
         Err(AdminError::Flag(e @ FlagError::UnknownRunner(_))) => {
-            pages::org_page(&state, &login, &slug, StatusCode::BAD_REQUEST, (e.to_string(), String::new())).await
+            pages::org_page(&state, &login, &slug, StatusCode::BAD_REQUEST, (e.to_string(), String::new()))
+                .await
         }
         Err(e) => Err(fail(&login)(e)),
     }
@@ -98,11 +100,18 @@ pub struct MintForm {
 
 /// `POST /admin/keys`: answers the keys page with the new secret, shown this once (never
 /// redirected through a URL, never stored).
-pub async fn mint(login: LoggedIn, State(state): State<AppState>, Form(form): Form<MintForm>) -> Result<Response, Response> {
+pub async fn mint(
+    login: LoggedIn,
+    State(state): State<AppState>,
+    Form(form): Form<MintForm>,
+) -> Result<Response, Response> {
     login.check_csrf(&form.csrf_token)?;
     let (status, message) = match state.admin().mint_key(&form.org, &form.name).await {
         Ok(minted) => {
-            let message = KeysMessage { minted: Some((minted.secret, minted.key.id.to_string())), ..Default::default() };
+            let message = KeysMessage {
+                minted: Some((minted.secret, minted.key.id.to_string())),
+                ..Default::default()
+            };
             (StatusCode::OK, message)
         }
         Err(e @ AdminError::Key(_)) => {
@@ -113,7 +122,9 @@ pub async fn mint(login: LoggedIn, State(state): State<AppState>, Form(form): Fo
     };
     let mut response = pages::keys_page(&state, &login, status, message).await?;
     // The secret must not linger in a cache.
-    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -126,6 +137,7 @@ pub async fn revoke(
 ) -> Result<Response, Response> {
     login.check_csrf(&form.csrf_token)?;
     let revocation = state.admin().revoke_key(&id).await.map_err(fail(&login))?;
-    let notice = format!("Revoked API key {} `{}`: it stops working at once.", revocation.key.id, revocation.key.name);
+    let notice =
+        format!("Revoked API key {} `{}`: it stops working at once.", revocation.key.id, revocation.key.name);
     pages::keys_page(&state, &login, StatusCode::OK, KeysMessage { notice, ..Default::default() }).await
 }

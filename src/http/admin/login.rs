@@ -79,11 +79,17 @@ pub async fn submit(
             let max_age = (login.expires_at - now_ms()) / 1000;
             let mut response = Redirect::to("/admin").into_response();
             let secure = https(&headers);
-            response.headers_mut().append(SET_COOKIE, set_cookie(COOKIE_NAME, &login.cookie, "/admin", max_age, secure));
-            response.headers_mut().append(SET_COOKIE, set_cookie(LOGIN_CSRF_COOKIE, "", "/admin/login", 0, secure));
+            response
+                .headers_mut()
+                .append(SET_COOKIE, set_cookie(COOKIE_NAME, &login.cookie, "/admin", max_age, secure));
+            response
+                .headers_mut()
+                .append(SET_COOKIE, set_cookie(LOGIN_CSRF_COOKIE, "", "/admin/login", 0, secure));
             response
         }
-        Err(AdminError::BadToken) => login_page(&headers, StatusCode::UNAUTHORIZED, "That is not an admin token.".into()),
+        Err(AdminError::BadToken) => {
+            login_page(&headers, StatusCode::UNAUTHORIZED, "That is not an admin token.".into())
+        }
         Err(AdminError::RateLimited { retry_after }) => {
             let message = format!("Too many login attempts from this address; try again in {retry_after} s.");
             let mut response = login_page(&headers, StatusCode::TOO_MANY_REQUESTS, message);
@@ -102,7 +108,12 @@ pub struct CsrfForm {
 }
 
 /// `POST /admin/logout`: ends the login (server-side) and clears the cookie.
-pub async fn logout(login: LoggedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+pub async fn logout(
+    login: LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Err(refused) = login.check_csrf(&form.csrf_token) {
         return refused;
     }

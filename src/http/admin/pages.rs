@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::rows::{self, ChangeRow, FailureRow, KeyRow, OrgRow, RunView, RunnerRow, SessionRowView, WorkerRow};
+use super::rows::{
+    self, ChangeRow, FailureRow, KeyRow, OrgRow, RunView, RunnerRow, SessionRowView, WorkerRow,
+};
 use super::session::LoggedIn;
 use super::view::{self, When};
 use crate::admin::{AdminError, SessionQuery};
@@ -86,7 +88,11 @@ pub(super) struct WorkersPage {
 }
 
 /// The workers page with `notice`.
-pub(super) async fn workers_page(state: &AppState, login: &LoggedIn, notice: String) -> Result<Response, Response> {
+pub(super) async fn workers_page(
+    state: &AppState,
+    login: &LoggedIn,
+    notice: String,
+) -> Result<Response, Response> {
     let workers = state.admin().workers().await.map_err(|e| fail(login)(e.into()))?;
     let now = now_ms();
     let workers = workers.iter().map(|w| WorkerRow::new(w, now)).collect();
@@ -176,7 +182,8 @@ pub async fn sessions(
     let now = now_ms();
     let (sessions, next) = page.map(|p| (p.sessions, p.next_cursor)).unwrap_or_default();
     let base = rows::filter_query(&filter);
-    let next_href = next.map(|c| format!("/admin/sessions?{base}cursor={}", rows::encode(&c))).unwrap_or_default();
+    let next_href =
+        next.map(|c| format!("/admin/sessions?{base}cursor={}", rows::encode(&c))).unwrap_or_default();
     let page = SessionsPage {
         nav: "sessions",
         csrf: login.login.csrf.clone(),
@@ -305,7 +312,11 @@ pub(super) async fn org_page(
 }
 
 /// `GET /admin/orgs/{slug}`.
-pub async fn org(login: LoggedIn, State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, Response> {
+pub async fn org(
+    login: LoggedIn,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Response, Response> {
     org_page(&state, &login, &slug, StatusCode::OK, (String::new(), String::new())).await
 }
 

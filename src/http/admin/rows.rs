@@ -200,7 +200,9 @@ impl RunView {
             attempt: r.attempt,
             worker: r.claimed_by.as_ref().map_or_else(|| "—".into(), ToString::to_string),
             created: When::at(r.created_at, now),
-            took: r.finished_at.map_or_else(|| "—".into(), |f| view::duration(f.saturating_sub(r.created_at))),
+            took: r
+                .finished_at
+                .map_or_else(|| "—".into(), |f| view::duration(f.saturating_sub(r.created_at))),
             error: r.error.as_ref().map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default(),
             events,
             truncated: t.truncated,
@@ -239,7 +241,10 @@ pub(super) struct OrgRow {
 
 impl From<&OrgRunner> for OrgRow {
     fn from(o: &OrgRunner) -> Self {
-        let flag = o.runner_default.as_ref().map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        let flag = o
+            .runner_default
+            .as_ref()
+            .map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
         Self {
             slug: o.organization.slug.clone(),
             name: o.organization.name.clone(),

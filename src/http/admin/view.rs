@@ -16,7 +16,8 @@ impl When {
     #[must_use]
     pub fn at(ms: i64, now: i64) -> Self {
         let delta = now.saturating_sub(ms);
-        let rel = if delta >= 0 { format!("{} ago", duration(delta)) } else { format!("in {}", duration(-delta)) };
+        let rel =
+            if delta >= 0 { format!("{} ago", duration(delta)) } else { format!("in {}", duration(-delta)) };
         Self { rel, abs: absolute(ms) }
     }
 
@@ -58,7 +59,11 @@ pub fn pretty(value: &impl serde::Serialize) -> String {
 #[must_use]
 pub fn compact(value: &impl serde::Serialize, max: usize) -> String {
     let text = serde_json::to_string(value).unwrap_or_default();
-    if text.chars().count() > max { format!("{}…", text.chars().take(max).collect::<String>()) } else { text }
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// Parses a `datetime-local` form value (`2026-12-04T18:30`, seconds optional), read as UTC,
@@ -70,7 +75,8 @@ pub fn parse_local(text: &str) -> Option<i64> {
         return None;
     }
     let with_seconds = if text.len() == 16 { format!("{text}:00Z") } else { format!("{text}Z") };
-    let t = time::OffsetDateTime::parse(&with_seconds, &time::format_description::well_known::Rfc3339).ok()?;
+    let t =
+        time::OffsetDateTime::parse(&with_seconds, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
