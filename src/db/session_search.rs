@@ -80,11 +80,14 @@ const TOP: &str = "ses_~";
 /// Below every session id.
 const BOTTOM: &str = "ses_";
 
-/// The statement for `filter`: the most selective filter given leads (user, organization,
-/// runner, status), else the primary key.
+/// The statement for `filter`: the filter likely to be the most selective leads — a user; then
+/// `running` (sessions with a run in flight are few at any time, whatever the table's size);
+/// then an organization, a runner, `idle` — else the primary key.
 fn statement(filter: &SessionFilter) -> &'static str {
     if filter.user.is_some() {
         SEARCH_BY_USER
+    } else if filter.status.as_deref() == Some("running") {
+        SEARCH_BY_STATUS
     } else if filter.org.is_some() {
         SEARCH_BY_ORG
     } else if filter.runner.is_some() {
@@ -171,7 +174,7 @@ mod tests {
         assert_eq!([first, next].concat(), ids[..10]);
         let org = SessionFilter { org: Some("org_a".parse().unwrap()), ..Default::default() };
         assert_eq!(list(&org, 100).len(), 6);
-        let user = SessionFilter { user: Some("u1".into()), org: org.org, ..Default::default() };
+        let user = SessionFilter { user: Some("u1".into()), org: org.org.clone(), ..Default::default() };
         assert_eq!(list(&user, 100).len(), 2, "i = 0, 6");
         let runner = SessionFilter { runner: Some("go".into()), ..Default::default() };
         assert_eq!(list(&runner, 100).len(), 3);
@@ -179,6 +182,14 @@ mod tests {
         assert_eq!(list(&status, 100), [ids[6].clone()]);
         let since = SessionFilter { since: Some(ids[2].clone()), ..Default::default() };
         assert_eq!(list(&since, 100), ids[..3]);
+
+        let both =
+            SessionFilter { status: Some("running".into()), org: org.org.clone(), ..Default::default() };
+        assert_eq!(statement(&both), SEARCH_BY_STATUS, "`running` is few rows: it leads");
+        assert!(list(&both, 100).is_empty(), "the running one (i = 5) is in org_b");
+        let idle = SessionFilter { status: Some("idle".into()), org: org.org, ..Default::default() };
+        assert_eq!(statement(&idle), SEARCH_BY_ORG, "`idle` is most rows: the organization leads");
+        assert_eq!(list(&idle, 100).len(), 6);
 
         for (sql, index) in [
             (SEARCH_ALL, "sqlite_autoindex_agent_sessions_1"),
