@@ -134,6 +134,15 @@ impl Admin {
         self.runner.inspect_all(&self.db).await
     }
 
+    /// Every organization's slug, sorted (for the pages' filters and forms).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub async fn org_slugs(&self) -> Result<Vec<String>, DbError> {
+        let orgs = self.db.read(organizations::list_organizations).await?;
+        Ok(orgs.into_iter().map(|o| o.slug).collect())
+    }
+
     /// One organization with its latest `changes` audit rows.
     ///
     /// # Errors

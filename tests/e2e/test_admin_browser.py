@@ -77,6 +77,21 @@ def driver():
         d.quit()
 
 
+def wait_for(driver, css: str):
+    """The element matching `css`, once the page that follows a click has it (up to 15 s)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def wait_url(driver, suffix: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 15).until(lambda d: d.current_url.endswith(suffix))
+
+
 def shot(driver, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
@@ -111,6 +126,7 @@ def test_an_admin_works_the_pages_in_a_real_browser(hearth: Hearth, driver) -> N
     shot(driver, "01-login")
     driver.find_element(By.NAME, "token").send_keys(ADMIN)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_url(driver, "/admin")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Overview"
     assert "go" in driver.find_element(By.TAG_NAME, "table").text
     shot(driver, "02-overview")
@@ -131,6 +147,7 @@ def test_an_admin_works_the_pages_in_a_real_browser(hearth: Hearth, driver) -> N
     assert len(links) == 2, [l.text for l in links]
     shot(driver, "04-sessions")
     links[0].click()
+    wait_for(driver, "details")
     assert driver.find_element(By.TAG_NAME, "h1").text.startswith("Session ses_")
     driver.find_element(By.TAG_NAME, "summary").click()
     profile = driver.find_element(By.CSS_SELECTOR, "details pre").text
@@ -144,11 +161,12 @@ def test_an_admin_works_the_pages_in_a_real_browser(hearth: Hearth, driver) -> N
 
     # Flip acme to go through the form: a healthy go worker exists, so the guard lets it through.
     driver.find_element(By.LINK_TEXT, "acme").click()
+    wait_for(driver, "form.row")
     Select(driver.find_element(By.NAME, "runner")).select_by_value("go")
     driver.find_element(By.NAME, "reason").send_keys("browser flip")
     driver.find_element(By.CSS_SELECTOR, "button[value=set]").click()
+    audit = wait_for(driver, "table.audit").text
     assert driver.current_url.endswith("/admin/orgs/acme"), driver.current_url
-    audit = driver.find_element(By.CSS_SELECTOR, "table.audit").text
     assert "admin-web" in audit and "browser flip" in audit and "go" in audit, audit
     facts = driver.find_element(By.CSS_SELECTOR, "dl.facts").text
     assert "flag" in facts, facts
@@ -158,7 +176,7 @@ def test_an_admin_works_the_pages_in_a_real_browser(hearth: Hearth, driver) -> N
     Select(driver.find_element(By.NAME, "org")).select_by_value("acme")
     driver.find_element(By.NAME, "name").send_keys("from-the-browser")
     driver.find_element(By.CSS_SELECTOR, "form[action='/admin/keys'] button").click()
-    secret = driver.find_element(By.CSS_SELECTOR, ".secret-value").text
+    secret = wait_for(driver, ".secret-value").text
     assert secret.startswith("hk_"), secret
     shot(driver, "08-keys")
 
@@ -171,6 +189,6 @@ def test_an_admin_works_the_pages_in_a_real_browser(hearth: Hearth, driver) -> N
 
     # Logout ends the login.
     driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
-    assert driver.current_url.endswith("/admin/login")
+    wait_url(driver, "/admin/login")
     driver.get(f"{base}/admin/keys")
     assert driver.current_url.endswith("/admin/login")

@@ -178,7 +178,7 @@ pub async fn sessions(
         Err(e @ AdminError::Invalid { .. }) => (None, e.to_string(), StatusCode::BAD_REQUEST),
         Err(e) => return Err(fail(&login)(e)),
     };
-    let orgs = admin.orgs().await.map_err(|e| fail(&login)(e.into()))?;
+    let orgs = admin.org_slugs().await.map_err(|e| fail(&login)(e.into()))?;
     let now = now_ms();
     let (sessions, next) = page.map(|p| (p.sessions, p.next_cursor)).unwrap_or_default();
     let base = rows::filter_query(&filter);
@@ -187,7 +187,7 @@ pub async fn sessions(
     let page = SessionsPage {
         nav: "sessions",
         csrf: login.login.csrf.clone(),
-        orgs: orgs.iter().map(|o| o.organization.slug.clone()).collect(),
+        orgs,
         statuses: vec!["idle".into(), "running".into()],
         runners: admin.runner().runners.clone(),
         error,
@@ -353,13 +353,13 @@ pub(super) async fn keys_page(
 ) -> Result<Response, Response> {
     let admin = state.admin();
     let keys = admin.keys().await.map_err(|e| fail(login)(e.into()))?;
-    let orgs = admin.orgs().await.map_err(|e| fail(login)(e.into()))?;
+    let orgs = admin.org_slugs().await.map_err(|e| fail(login)(e.into()))?;
     let now = now_ms();
     let (secret, secret_id) = message.minted.unwrap_or_default();
     let page = KeysPage {
         nav: "keys",
         csrf: login.login.csrf.clone(),
-        orgs: orgs.iter().map(|o| o.organization.slug.clone()).collect(),
+        orgs,
         keys: keys.iter().map(|k| KeyRow::new(k, now)).collect(),
         secret,
         secret_id,
