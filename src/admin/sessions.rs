@@ -7,13 +7,16 @@ use std::sync::Arc;
 use super::AdminError;
 use crate::db::run_events;
 use crate::db::runs::{self, RunRow};
-use crate::db::session_search::{self, SessionFilter, SessionListing};
+use crate::db::session_search::{self, SearchResult, SessionFilter, SessionListing};
 use crate::db::sessions::{self, SessionRow};
 use crate::db::{Db, messages, organizations};
 use crate::domain::event::RunEvent;
 use crate::domain::message::Message;
 use crate::domain::session::SessionStatus;
 use crate::ids::SessionId;
+
+/// The most entries of the leading index one page reads when other filters are checked on them.
+pub const SEARCH_BUDGET: u32 = 10_000;
 
 /// The most events of one run the session page shows.
 pub const EVENTS_PER_RUN: u32 = 500;
@@ -46,6 +49,9 @@ pub struct SessionPage {
     pub sessions: Vec<SessionListing>,
     /// The cursor of the next page, when there is one.
     pub next_cursor: Option<String>,
+    /// The search stopped at [`SEARCH_BUDGET`] entries before filling the page: the next
+    /// cursor goes on searching older sessions.
+    pub partial: bool,
 }
 
 fn invalid(param: &'static str, message: impl Into<String>) -> AdminError {
@@ -88,7 +94,7 @@ pub(super) async fn search(db: &Db, query: SessionQuery) -> Result<SessionPage, 
         since: query.since.map(SessionId::floor_at),
     };
     let org = short(query.org, "org", 63)?;
-    let sessions = db
+    let found = db
         .read(move |conn| {
             if let Some(slug) = org {
                 match organizations::find_organization_by_slug(conn, &slug)? {
@@ -96,17 +102,17 @@ pub(super) async fn search(db: &Db, query: SessionQuery) -> Result<SessionPage, 
                     None => return Ok(Err(invalid("org", format!("no organization with slug `{slug}`")))),
                 }
             }
-            Ok(Ok(session_search::search_sessions(conn, &filter, limit + 1)?))
+            Ok(Ok(session_search::search_sessions(conn, &filter, limit + 1, SEARCH_BUDGET)?))
         })
         .await??;
-    let mut sessions = sessions;
-    let next_cursor = if sessions.len() > limit as usize {
+    let SearchResult { mut sessions, searched_to } = found;
+    let (next_cursor, partial) = if sessions.len() > limit as usize {
         sessions.truncate(limit as usize);
-        sessions.last().map(|s| s.id.to_string())
+        (sessions.last().map(|s| s.id.to_string()), false)
     } else {
-        None
+        (searched_to.clone(), searched_to.is_some())
     };
-    Ok(SessionPage { sessions, next_cursor })
+    Ok(SessionPage { sessions, next_cursor, partial })
 }
 
 /// A run with its events.

@@ -5,7 +5,7 @@
 //! (`INDEXED BY`, so the plan cannot drift to a sort); the other filters are checked on the rows
 //! that index yields. Without a filter the primary key is read in reverse.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::DbError;
@@ -63,29 +63,69 @@ macro_rules! search {
     };
 }
 
+/// The id `?7` entries down the leading index: where a bounded search stops.
+macro_rules! bound {
+    ($index:literal, $lead:literal) => {
+        concat!(
+            "SELECT s.id FROM agent_sessions s ",
+            $index,
+            "
+             WHERE ",
+            $lead,
+            " s.id < ?5 AND s.id >= ?6 AND coalesce(?1, ?2, ?3, ?4) IS NOT NULL
+             ORDER BY s.id DESC LIMIT 1 OFFSET ?7"
+        )
+    };
+}
+
+/// A leading index: the listing and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lead {
+    /// The listing statement.
+    pub(crate) search: &'static str,
+    /// The bound statement.
+    pub(crate) bound: &'static str,
+    /// Which filter it satisfies (`""`: none, the primary key).
+    field: &'static str,
+}
+
 /// Reads the primary key backwards.
-pub(crate) const SEARCH_ALL: &str = search!("", "");
+pub(crate) const SEARCH_ALL: Lead = Lead { search: search!("", ""), bound: bound!("", ""), field: "" };
 /// Reads `sessions_admin_by_user`.
-pub(crate) const SEARCH_BY_USER: &str = search!("INDEXED BY sessions_admin_by_user", "s.user_id = ?2 AND");
+pub(crate) const SEARCH_BY_USER: Lead = Lead {
+    search: search!("INDEXED BY sessions_admin_by_user", "s.user_id = ?2 AND"),
+    bound: bound!("INDEXED BY sessions_admin_by_user", "s.user_id = ?2 AND"),
+    field: "user",
+};
 /// Reads `sessions_admin_by_org`.
-pub(crate) const SEARCH_BY_ORG: &str =
-    search!("INDEXED BY sessions_admin_by_org", "s.organization_id = ?1 AND");
+pub(crate) const SEARCH_BY_ORG: Lead = Lead {
+    search: search!("INDEXED BY sessions_admin_by_org", "s.organization_id = ?1 AND"),
+    bound: bound!("INDEXED BY sessions_admin_by_org", "s.organization_id = ?1 AND"),
+    field: "org",
+};
 /// Reads `sessions_admin_by_runner`.
-pub(crate) const SEARCH_BY_RUNNER: &str = search!("INDEXED BY sessions_admin_by_runner", "s.runner = ?4 AND");
+pub(crate) const SEARCH_BY_RUNNER: Lead = Lead {
+    search: search!("INDEXED BY sessions_admin_by_runner", "s.runner = ?4 AND"),
+    bound: bound!("INDEXED BY sessions_admin_by_runner", "s.runner = ?4 AND"),
+    field: "runner",
+};
 /// Reads `sessions_admin_running` (the status is a literal, so the partial index applies).
-pub(crate) const SEARCH_RUNNING: &str =
-    search!("INDEXED BY sessions_admin_running", "s.status = 'running' AND");
+pub(crate) const SEARCH_RUNNING: Lead = Lead {
+    search: search!("INDEXED BY sessions_admin_running", "s.status = 'running' AND"),
+    bound: bound!("INDEXED BY sessions_admin_running", "s.status = 'running' AND"),
+    field: "status",
+};
 
 /// Above every session id (`~` sorts after the base32 digits).
 const TOP: &str = "ses_~";
 /// Below every session id.
 const BOTTOM: &str = "ses_";
 
-/// The statement for `filter`: the filter likely to be the most selective leads — a user; then
-/// `running` (sessions with a run in flight are few at any time, whatever the table's size);
-/// then an organization, a runner — else the primary key (`idle`, most sessions, is checked on
-/// the rows read).
-fn statement(filter: &SessionFilter) -> &'static str {
+/// The leading index for `filter`: the filter likely to be the most selective leads — a user;
+/// then `running` (sessions with a run in flight are few at any time, whatever the table's
+/// size); then an organization, a runner — else the primary key (`idle`, most sessions, is
+/// checked on the rows read).
+pub(crate) fn lead(filter: &SessionFilter) -> Lead {
     if filter.user.is_some() {
         SEARCH_BY_USER
     } else if filter.status.as_deref() == Some("running") {
@@ -99,7 +139,19 @@ fn statement(filter: &SessionFilter) -> &'static str {
     }
 }
 
-/// Up to `limit` sessions matching `filter`, newest first.
+/// A page of a search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchResult {
+    /// The sessions found, newest first.
+    pub sessions: Vec<SessionListing>,
+    /// Set when the search stopped at its budget before filling the page: the id down to which
+    /// it looked (exclusive cursor of the rest).
+    pub searched_to: Option<String>,
+}
+
+/// Up to `limit` sessions matching `filter`, newest first, reading at most `budget` entries of
+/// the leading index when other filters are checked on its rows (so a combination that matches
+/// little costs a bounded read, not the whole index: `searched_to` then says where to go on).
 ///
 /// # Errors
 /// On a database failure.
@@ -107,10 +159,33 @@ pub fn search_sessions(
     conn: &Connection,
     filter: &SessionFilter,
     limit: u32,
-) -> Result<Vec<SessionListing>, DbError> {
-    let mut stmt = conn.prepare_cached(statement(filter))?;
+    budget: u32,
+) -> Result<SearchResult, DbError> {
+    let lead = lead(filter);
     let before = filter.before.as_deref().unwrap_or(TOP);
-    let since = filter.since.as_deref().unwrap_or(BOTTOM);
+    let mut since = filter.since.clone().unwrap_or_else(|| BOTTOM.to_owned());
+    let checked = [
+        ("org", filter.org.is_some()),
+        ("user", filter.user.is_some()),
+        ("status", filter.status.is_some()),
+        ("runner", filter.runner.is_some()),
+    ];
+    let mut bound = None;
+    if checked.iter().any(|(field, given)| *given && *field != lead.field) {
+        bound = conn
+            .prepare_cached(lead.bound)?
+            .query_row(
+                params![filter.org, filter.user, filter.status, filter.runner, before, since, budget],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?;
+        if let Some(b) = &bound
+            && *b > since
+        {
+            since.clone_from(b);
+        }
+    }
+    let mut stmt = conn.prepare_cached(lead.search)?;
     let rows = stmt.query_map(
         params![filter.org, filter.user, filter.status, filter.runner, before, since, limit],
         |r| {
@@ -126,7 +201,9 @@ pub fn search_sessions(
             })
         },
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let sessions: Vec<SessionListing> = rows.collect::<Result<_, _>>()?;
+    let full = sessions.len() >= limit as usize;
+    Ok(SearchResult { searched_to: bound.filter(|_| !full), sessions })
 }
 
 #[cfg(test)]
@@ -165,7 +242,12 @@ mod tests {
         }
         ids.reverse(); // newest first
         let list = |f: &SessionFilter, limit| -> Vec<String> {
-            search_sessions(&conn, f, limit).unwrap().into_iter().map(|s| s.id.to_string()).collect()
+            search_sessions(&conn, f, limit, 1000)
+                .unwrap()
+                .sessions
+                .into_iter()
+                .map(|s| s.id.to_string())
+                .collect()
         };
         let all = SessionFilter::default();
         assert_eq!(list(&all, 100), ids);
@@ -185,28 +267,56 @@ mod tests {
 
         let both =
             SessionFilter { status: Some("running".into()), org: org.org.clone(), ..Default::default() };
-        assert_eq!(statement(&both), SEARCH_RUNNING, "`running` is few rows: it leads");
+        assert_eq!(lead(&both), SEARCH_RUNNING, "`running` is few rows: it leads");
         assert!(list(&both, 100).is_empty(), "the running one (i = 5) is in org_b");
         let idle = SessionFilter { status: Some("idle".into()), org: org.org, ..Default::default() };
-        assert_eq!(statement(&idle), SEARCH_BY_ORG, "`idle` is most rows: the organization leads");
+        assert_eq!(lead(&idle), SEARCH_BY_ORG, "`idle` is most rows: the organization leads");
         assert_eq!(list(&idle, 100).len(), 6);
 
-        for (sql, index) in [
+        // A budget of 3 entries of org_a's index (i = 10, 8, 6, and the bound i = 4): i = 8 and
+        // i = 4 are `go`; the page stops at the bound and says where to go on.
+        let org_go = SessionFilter {
+            org: Some("org_a".parse().unwrap()),
+            runner: Some("go".into()),
+            ..Default::default()
+        };
+        let bounded = search_sessions(&conn, &org_go, 50, 3).unwrap();
+        let found: Vec<String> = bounded.sessions.iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(found, [ids[3].clone(), ids[7].clone()], "i = 8 and 4 are org_a and go");
+        assert_eq!(bounded.searched_to.as_deref(), Some(ids[7].as_str()), "org_a's 4th newest (i = 4)");
+        let rest = SessionFilter { before: bounded.searched_to, ..org_go.clone() };
+        let rest = search_sessions(&conn, &rest, 50, 3).unwrap();
+        assert_eq!(rest.sessions.iter().map(|s| s.id.to_string()).collect::<Vec<_>>(), [ids[11].clone()]);
+        assert_eq!(rest.searched_to, None, "the index ended within the budget");
+        let unbounded =
+            search_sessions(&conn, &SessionFilter { org: org_go.org, ..Default::default() }, 2, 1)
+                .unwrap();
+        assert_eq!(
+            (unbounded.sessions.len(), unbounded.searched_to),
+            (2, None),
+            "a single filter is never bounded"
+        );
+
+        for (lead, index) in [
             (SEARCH_ALL, "sqlite_autoindex_agent_sessions_1"),
             (SEARCH_BY_USER, "sessions_admin_by_user"),
             (SEARCH_BY_ORG, "sessions_admin_by_org"),
             (SEARCH_BY_RUNNER, "sessions_admin_by_runner"),
             (SEARCH_RUNNING, "sessions_admin_running"),
         ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(params!["org_a", "u1", "idle", "ts", TOP, BOTTOM, 50], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
-            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{sql} sorts: {plan:?}");
+            for sql in [lead.search, lead.bound] {
+                let plan: Vec<String> = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap()
+                    .query_map(params!["org_a", "u1", "idle", "ts", TOP, BOTTOM, 50], |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
+                assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{sql} sorts: {plan:?}");
+            }
         }
     }
 }

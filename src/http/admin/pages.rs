@@ -140,6 +140,7 @@ struct SessionsPage {
     error: String,
     sessions: Vec<SessionRowView>,
     paged: bool,
+    partial: bool,
     first_href: String,
     next_href: String,
 }
@@ -180,7 +181,7 @@ pub async fn sessions(
     };
     let orgs = admin.org_slugs().await.map_err(|e| fail(&login)(e.into()))?;
     let now = now_ms();
-    let (sessions, next) = page.map(|p| (p.sessions, p.next_cursor)).unwrap_or_default();
+    let (sessions, next, partial) = page.map(|p| (p.sessions, p.next_cursor, p.partial)).unwrap_or_default();
     let base = rows::filter_query(&filter);
     let next_href =
         next.map(|c| format!("/admin/sessions?{base}cursor={}", rows::encode(&c))).unwrap_or_default();
@@ -193,6 +194,7 @@ pub async fn sessions(
         error,
         sessions: sessions.iter().map(|s| SessionRowView::new(s, now)).collect(),
         paged: !q.cursor.trim().is_empty(),
+        partial,
         first_href: format!("/admin/sessions?{base}"),
         next_href,
         filter,
