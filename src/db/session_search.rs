@@ -289,8 +289,7 @@ mod tests {
         assert_eq!(rest.sessions.iter().map(|s| s.id.to_string()).collect::<Vec<_>>(), [ids[11].clone()]);
         assert_eq!(rest.searched_to, None, "the index ended within the budget");
         let unbounded =
-            search_sessions(&conn, &SessionFilter { org: org_go.org, ..Default::default() }, 2, 1)
-                .unwrap();
+            search_sessions(&conn, &SessionFilter { org: org_go.org, ..Default::default() }, 2, 1).unwrap();
         assert_eq!(
             (unbounded.sessions.len(), unbounded.searched_to),
             (2, None),
