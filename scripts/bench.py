@@ -20,6 +20,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_admin  # noqa: E402  (scenario h, beside this file)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(ROOT, "tests", "e2e", "fake_upstream.py")
 LUA = os.path.join(ROOT, "scripts", "bench_chat.lua")
@@ -331,10 +334,19 @@ def main():
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")
     ap.add_argument("--workers-only", action="store_true", help="only scenario (g): external workers")
+    ap.add_argument("--admin-only", action="store_true", help="only scenario (h): admin pages at scale")
+    ap.add_argument("--admin-sessions", type=int, default=1_000_000, help="sessions for scenario (h) (0: skip)")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.duration, a.history, a.streams, a.hold = 1, 2, 100_000, 100, 5
+        a.admin_sessions = min(a.admin_sessions, 20_000)
     fake, fake_port = start_fake()
+    if a.admin_only:
+        try:
+            bench_admin.admin_pages(Hearth, fake_port, a.admin_sessions, 50 if a.quick else 200)
+        finally:
+            fake.terminate()
+        return
     if a.workers_only:
         try:
             external_workers(fake_port, a.duration, 50 if a.quick else 500)
@@ -392,6 +404,8 @@ def run_all(a, hearth, fake_port, data):
               f"p99 added {h2['p99'] - d2['p99']:.3f} ms (empty: {empty['p99'] - empty_d['p99']:.3f} ms); "
               f"share of direct {h2['rps'] / d2['rps']:.3f} (empty: {empty['rps'] / empty_d['rps']:.3f})")
     external_workers(fake_port, a.duration, 50 if a.quick else 500)
+    if a.admin_sessions:
+        bench_admin.admin_pages(Hearth, fake_port, a.admin_sessions, 50 if a.quick else 200)
     starts = []
     for _ in range(5):
         hearth.stop()

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{Admin, AdminSettings};
 use crate::agent::tools::Toolbox;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::limits::RateLimits;
@@ -22,7 +23,7 @@ use crate::ids::OrgId;
 use crate::llm::Models;
 use crate::queue::{Queue, QueueSettings};
 use crate::replication::{Role, RoleSource};
-use crate::runner::Resolver;
+use crate::runner::{Resolver, RunnerSettings};
 use crate::turns::{Turns, TurnsParts};
 use crate::worker::Executor;
 
@@ -54,6 +55,8 @@ pub struct App {
     turns: Turns,
     /// The worker protocol's service.
     fleet: Fleet,
+    /// The admin inspector's service.
+    admin: Admin,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -91,6 +94,20 @@ impl App {
             lease: Duration::from_secs(config.queue.lease_s),
             max_attempts: config.queue.max_attempts,
         };
+        let runner = RunnerSettings {
+            resolver: parts.resolver.clone(),
+            runners: config.runner.runners.0.clone(),
+            min_versions: config.runner.runner_min_version.clone(),
+        };
+        let admin = Admin::new(
+            parts.db.clone(),
+            runner,
+            &AdminSettings {
+                env_token: config.auth.admin_token.clone(),
+                session_ttl: Duration::from_secs(config.auth.admin_session_s),
+                logins_per_minute: config.auth.admin_login_rpm,
+            },
+        );
         let queue = Arc::new(Queue::new(parts.db.clone(), parts.resolver, settings));
         let models = Arc::new(parts.models);
         let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
@@ -144,6 +161,7 @@ impl App {
             executor,
             turns,
             fleet,
+            admin,
         }))
     }
 
@@ -217,6 +235,12 @@ impl App {
     #[must_use]
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
+    }
+
+    /// The admin inspector's service.
+    #[must_use]
+    pub fn admin(&self) -> &Admin {
+        &self.admin
     }
 
     /// Seconds since start.

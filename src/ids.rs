@@ -51,16 +51,15 @@ impl<K: IdKind> Id<K> {
     /// A new id, later in sort order than every id this process made before it.
     #[must_use]
     pub fn new() -> Self {
-        let value = uuid::Uuid::now_v7().as_u128();
-        let mut text = String::with_capacity(K::PREFIX.len() + 1 + BODY_LEN);
-        text.push_str(K::PREFIX);
-        text.push('_');
-        for i in (0..BODY_LEN).rev() {
-            // 26 digits of 5 bits cover 130 bits; the top digit holds the 3 highest bits.
-            let digit = ((value >> (i * 5)) & 0x1f) as usize;
-            text.push(char::from(CROCKFORD[digit]));
-        }
-        Self { text, kind: PhantomData }
+        Self { text: encode(K::PREFIX, uuid::Uuid::now_v7().as_u128()), kind: PhantomData }
+    }
+
+    /// The smallest id made at Unix time `ms`, as text: every id made at or after `ms` sorts at
+    /// or above it, every id made before it sorts below (a bound for filtering ids by time).
+    #[must_use]
+    pub fn floor_at(ms: i64) -> String {
+        let ms = u128::try_from(ms.clamp(0, (1 << 48) - 1)).unwrap_or(0);
+        encode(K::PREFIX, ms << 80)
     }
 
     /// The id as text, prefix included.
@@ -74,6 +73,19 @@ impl<K: IdKind> Default for Id<K> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `prefix_` and the 128-bit `value` in 26 Crockford base32 digits.
+fn encode(prefix: &str, value: u128) -> String {
+    let mut text = String::with_capacity(prefix.len() + 1 + BODY_LEN);
+    text.push_str(prefix);
+    text.push('_');
+    for i in (0..BODY_LEN).rev() {
+        // 26 digits of 5 bits cover 130 bits; the top digit holds the 3 highest bits.
+        let digit = ((value >> (i * 5)) & 0x1f) as usize;
+        text.push(char::from(CROCKFORD[digit]));
+    }
+    text
 }
 
 /// Why a string is not an id of the expected kind.
@@ -171,6 +183,21 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn a_time_floor_sorts_between_the_ids_made_before_and_after_it() {
+        let before = SessionId::new();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let floor = SessionId::floor_at(i64::try_from(now.as_millis()).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let after = SessionId::new();
+        assert!(
+            before.as_str() < floor.as_str() && floor.as_str() <= after.as_str(),
+            "{before} {floor} {after}"
+        );
+        assert!(floor.parse::<SessionId>().is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! hearth: a single-binary agent runtime appliance (OpenAI-compatible chat API, durable runs,
 //! runner pools, one SQLite file). `main.rs` only parses the command line and calls in here.
 
+pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod auth;

@@ -28,6 +28,7 @@ mod checks {
                 "worker",
                 "turns",
                 "fleet",
+                "admin",
             ],
         ),
         ("transport", &["app", "http", "server", "cli"]),

@@ -12,8 +12,8 @@ pub enum KeyError {
     /// No organization has this slug.
     #[error("no organization with slug `{0}`")]
     UnknownOrg(String),
-    /// No key has this id, or it is already revoked.
-    #[error("no live API key with id `{0}`")]
+    /// No key has this id.
+    #[error("no API key with id `{0}`")]
     UnknownKey(String),
     /// The name is empty or too long.
     #[error("a key name must be 1 to 100 characters")]
@@ -72,20 +72,30 @@ pub fn insert_new_key(
     Ok((key, secret))
 }
 
-/// Revokes a key by id.
+/// A revocation: the key as it now stands, and whether it had been revoked before this call.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// The key row (with `revoked_at` set).
+    pub key: ApiKey,
+    /// It was already revoked: nothing changed (revoking is idempotent).
+    pub already_revoked: bool,
+}
+
+/// Revokes a key by id. Revoking a revoked key changes nothing and says so.
 ///
 /// # Errors
-/// When no live key has this id, or on a storage failure.
-pub async fn revoke_key(db: &Db, id: &str) -> Result<ApiKey, KeyError> {
+/// When no key has this id, or on a storage failure.
+pub async fn revoke_key(db: &Db, id: &str) -> Result<Revocation, KeyError> {
     let Ok(key_id) = id.parse::<KeyId>() else {
         return Err(KeyError::UnknownKey(id.to_owned()));
     };
     let text = id.to_owned();
     db.write(move |conn| {
-        if !api_keys::revoke_api_key(conn, &key_id, now_ms())? {
-            return Ok(Err(KeyError::UnknownKey(text)));
+        let revoked_now = api_keys::revoke_api_key(conn, &key_id, now_ms())?;
+        match api_keys::find_api_key(conn, &key_id)? {
+            Some(key) => Ok(Ok(Revocation { key, already_revoked: !revoked_now })),
+            None => Ok(Err(KeyError::UnknownKey(text))),
         }
-        Ok(api_keys::find_api_key(conn, &key_id)?.ok_or(KeyError::UnknownKey(text)))
     })
     .await?
 }

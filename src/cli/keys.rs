@@ -60,7 +60,13 @@ pub async fn run(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { org, json } => list(db, org, json).await?,
         KeysCommand::Revoke { key_id } => {
-            let key = service::revoke_key(db, &key_id).await.map_err(user_error)?;
+            let revocation = service::revoke_key(db, &key_id).await.map_err(user_error)?;
+            let key = revocation.key;
+            if revocation.already_revoked {
+                return Err(
+                    ConfigError(format!("API key {} `{}` is already revoked", key.id, key.name)).into()
+                );
+            }
             output::line(&format!("revoked API key {} `{}`", key.id, key.name))?;
         }
     }

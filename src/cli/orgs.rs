@@ -11,7 +11,7 @@ use crate::db::{
     organizations::{self, Organization},
 };
 use crate::orgs::{self as service, OrgError};
-use crate::runner::{FlagError, FlagPolicy, FlagUpdate, OrgRunner, Resolver, inspect_org, set_runner_flag};
+use crate::runner::{FlagError, FlagUpdate, OrgRunner, Resolver, RunnerSettings};
 
 /// Subcommands of `hearth orgs`.
 #[derive(Debug, Subcommand)]
@@ -111,7 +111,7 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
             flag(db, &settings, update).await?;
         }
         OrgsCommand::Show { slug, json, changes, settings } => {
-            let org = inspect(db, &resolver(&settings)?, &slug, changes).await?;
+            let org = inspect(db, &runner_settings(&settings)?, &slug, changes).await?;
             if json {
                 output::json(&ShowView { org, resolved_with: ResolvedWith::new(&settings) })?;
             } else {
@@ -125,9 +125,8 @@ pub async fn run(db: &Db, command: OrgsCommand) -> anyhow::Result<()> {
 async fn flag(db: &Db, settings: &RunnerConfig, update: FlagUpdate) -> anyhow::Result<()> {
     let slug = update.org_slug.clone();
     // Built first, so that settings `serve` would refuse stop the command before any change.
-    let resolver = resolver(settings)?;
-    let policy = FlagPolicy { runners: &settings.runners.0, min_versions: &settings.runner_min_version };
-    let change = set_runner_flag(db, policy, update).await.map_err(|e| match e {
+    let runner = runner_settings(settings)?;
+    let change = runner.set_flag(db, update).await.map_err(|e| match e {
         FlagError::Db(e) => anyhow::Error::new(e),
         other => ConfigError(other.to_string()).into(),
     })?;
@@ -136,20 +135,25 @@ async fn flag(db: &Db, settings: &RunnerConfig, update: FlagUpdate) -> anyhow::R
     output::line(&format!("{slug}: runner_default {} -> {}{forced}", show(&change.old), show(&change.new)))?;
     // What the change means for new dispatches under these settings: a kill switch or a ramp
     // may make it differ from the flag.
-    let org = inspect(db, &resolver, &slug, 0).await?;
+    let org = inspect(db, &runner, &slug, 0).await?;
     output::line(&format!("new dispatches go to: {} ({})", org.effective_runner, org.runner_reason))?;
     Ok(())
 }
 
-/// A resolver built from `settings` as `serve` builds its own (an invalid ramp is refused, naming
-/// HEARTH_RUNNER_RAMP).
-fn resolver(settings: &RunnerConfig) -> anyhow::Result<Resolver> {
-    Ok(Resolver::new(settings.resolver_rules().map_err(ConfigError)?))
+/// The runner settings built from `settings` as `serve` builds its own (an invalid ramp is
+/// refused, naming HEARTH_RUNNER_RAMP): the same service `serve`'s admin pages and API use.
+fn runner_settings(settings: &RunnerConfig) -> anyhow::Result<RunnerSettings> {
+    Ok(RunnerSettings {
+        resolver: Resolver::new(settings.resolver_rules().map_err(ConfigError)?),
+        runners: settings.runners.0.clone(),
+        min_versions: settings.runner_min_version.clone(),
+    })
 }
 
-/// Inspects `slug` with `resolver`.
-async fn inspect(db: &Db, resolver: &Resolver, slug: &str, changes: u32) -> anyhow::Result<OrgRunner> {
-    inspect_org(db, resolver, slug, changes)
+/// Inspects `slug` under `runner`.
+async fn inspect(db: &Db, runner: &RunnerSettings, slug: &str, changes: u32) -> anyhow::Result<OrgRunner> {
+    runner
+        .inspect(db, slug, changes)
         .await?
         .ok_or_else(|| ConfigError(format!("no organization with slug `{slug}`")).into())
 }

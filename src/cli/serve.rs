@@ -101,7 +101,10 @@ fn prune_rate_limits(state: &AppState) {
     state.tasks().spawn(async move {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(60)) => app.auth().prune_limits(),
+                () = tokio::time::sleep(Duration::from_secs(60)) => {
+                    app.auth().prune_limits();
+                    app.admin().prune();
+                }
                 () = shutdown.cancelled() => return,
             }
         }

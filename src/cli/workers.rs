@@ -2,14 +2,12 @@
 //! printed alone on the last stdout line.
 
 use clap::Subcommand;
-use serde::Serialize;
 
 use super::{ConfigError, output};
+use crate::admin::{WorkerView, worker_views};
 use crate::auth::worker_tokens::{self as service, WorkerTokenError};
+use crate::db::Db;
 use crate::db::worker_tokens::{self, WorkerToken};
-use crate::db::workers::{self, WorkerListing};
-use crate::db::{Db, now_ms};
-use crate::runner::HEALTHY_WITHIN_MS;
 
 /// Subcommands of `hearth workers`.
 #[derive(Debug, Subcommand)]
@@ -47,24 +45,6 @@ pub enum TokenCommand {
     },
 }
 
-/// A worker as `workers list` prints it: the stored row plus what follows from the time now.
-#[derive(Debug, Serialize)]
-struct WorkerView {
-    #[serde(flatten)]
-    worker: WorkerListing,
-    /// Seconds since its last heartbeat.
-    heartbeat_age_s: i64,
-    /// Heartbeat within the last 2 minutes (SPEC §6).
-    healthy: bool,
-}
-
-impl WorkerView {
-    fn new(worker: WorkerListing, now: i64) -> Self {
-        let age_ms = now.saturating_sub(worker.last_heartbeat_at).max(0);
-        Self { heartbeat_age_s: age_ms / 1000, healthy: age_ms <= HEALTHY_WITHIN_MS, worker }
-    }
-}
-
 fn user_error(e: WorkerTokenError) -> anyhow::Error {
     match e {
         WorkerTokenError::Db(e) => anyhow::Error::new(e),
@@ -96,9 +76,8 @@ pub async fn run(db: &Db, command: WorkersCommand) -> anyhow::Result<()> {
 }
 
 async fn list_workers(db: &Db, json: bool) -> anyhow::Result<()> {
-    let listed = db.read(workers::list_workers).await?;
-    let now = now_ms();
-    let views: Vec<WorkerView> = listed.into_iter().map(|w| WorkerView::new(w, now)).collect();
+    // Healthy as the flag guard counts it: active (not draining) with a fresh heartbeat.
+    let views = worker_views(db, None).await?;
     if json {
         return output::json(&views);
     }
@@ -162,38 +141,4 @@ fn token_row(token: &WorkerToken) -> Vec<String> {
         output::timestamp(Some(token.created_at)),
         output::timestamp(token.last_used_at),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn listing(last_heartbeat_at: i64) -> WorkerListing {
-        WorkerListing {
-            id: crate::ids::WorkerId::new(),
-            name: "w".into(),
-            runtime: "ts".into(),
-            version: "0.1.0".into(),
-            hostname: "h".into(),
-            capacity: 4,
-            status: "active".into(),
-            embedded: false,
-            registered_at: 0,
-            last_heartbeat_at,
-            in_flight: 0,
-        }
-    }
-
-    #[test]
-    fn healthy_means_a_heartbeat_within_two_minutes() {
-        let now = 1_000_000_000;
-        let fresh = WorkerView::new(listing(now - 1_500), now);
-        assert_eq!((fresh.heartbeat_age_s, fresh.healthy), (1, true));
-        let edge = WorkerView::new(listing(now - HEALTHY_WITHIN_MS), now);
-        assert!(edge.healthy, "exactly 2 minutes is still healthy, as `orgs set-runner` counts it");
-        let stale = WorkerView::new(listing(now - HEALTHY_WITHIN_MS - 1), now);
-        assert_eq!((stale.heartbeat_age_s, stale.healthy), (120, false));
-        let ahead = WorkerView::new(listing(now + 5_000), now);
-        assert_eq!((ahead.heartbeat_age_s, ahead.healthy), (0, true), "clock skew reads as 0");
-    }
 }

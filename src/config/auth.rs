@@ -60,6 +60,16 @@ pub struct AuthConfig {
     /// Requests per minute per user (off when unset).
     #[arg(long, env = "HEARTH_USER_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub user_rpm: Option<u32>,
+
+    /// How long an admin login (the /admin pages' session cookie) lasts, in seconds.
+    #[arg(long, env = "HEARTH_ADMIN_SESSION_S", value_name = "SECONDS", default_value_t = 43_200,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub admin_session_s: u64,
+
+    /// Admin login attempts allowed per client address and minute (/admin/login).
+    #[arg(long, env = "HEARTH_ADMIN_LOGIN_RPM", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_login_rpm: u32,
 }
 
 impl AuthConfig {

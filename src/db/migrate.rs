@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_worker_tokens", include_str!("../../migrations/0007_worker_tokens.sql")),
     ("0010_schema_floor", include_str!("../../migrations/0010_schema_floor.sql")),
     ("0011_idempotency_keys", include_str!("../../migrations/0011_idempotency_keys.sql")),
+    ("0012_admin", include_str!("../../migrations/0012_admin.sql")),
 ];
 
 /// The migration that brought the rollback floor: it and every later one declare their

@@ -7,6 +7,7 @@
 //! into the database file ([`checkpoint`]). Each table's SQL is in its own file, on the helpers
 //! of [`sql`].
 
+pub mod admin_sessions;
 pub mod admin_tokens;
 pub mod api_keys;
 pub mod checkpoint;
@@ -16,8 +17,10 @@ pub mod messages;
 pub mod migrate;
 pub mod organizations;
 pub mod run_events;
+pub mod run_stats;
 pub mod runs;
 pub mod schema_floor;
+pub mod session_search;
 pub mod sessions;
 pub mod sql;
 pub mod users;

@@ -183,3 +183,14 @@ pub fn mark_draining(conn: &Connection, id: &WorkerId) -> Result<(), DbError> {
     conn.prepare_cached("UPDATE workers SET status = 'draining' WHERE id = ?1")?.execute([id])?;
     Ok(())
 }
+
+/// Whether worker `id` runs inside `hearth serve`; `None` when no worker has this id.
+///
+/// # Errors
+/// On a database failure.
+pub fn find_worker_embedded(conn: &Connection, id: &WorkerId) -> Result<Option<bool>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT embedded FROM workers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}

@@ -21,7 +21,7 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::Unauthorized(message.to_owned())
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(AUTHORIZATION)

@@ -9,9 +9,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::admin::AdminError;
 use crate::auth::AuthError;
+use crate::auth::keys::KeyError;
 use crate::domain::outcome::ErrorCode;
 use crate::fleet::FleetError;
+use crate::runner::FlagError;
 use crate::turns::TurnError;
 
 /// An error answered to an API client as `{"error":{"message","type","param","code"}}`.
@@ -229,6 +232,30 @@ impl From<FleetError> for ApiError {
             FleetError::UnknownWorker(_) | FleetError::NoRun(_) => Self::not_found(error.to_string()),
             FleetError::Fenced { .. } => Self::Conflict(error.to_string()),
             FleetError::Db(e) => Self::storage(&e, e.is_transient()),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::BadToken => Self::Unauthorized(error.to_string()),
+            AdminError::RateLimited { retry_after } => Self::RateLimited {
+                message: "too many admin login attempts from this address".into(),
+                retry_after,
+            },
+            AdminError::Invalid { param, message } => Self::invalid(Some(param), message),
+            AdminError::NotFound(message) => Self::not_found(message),
+            AdminError::Flag(FlagError::UnknownOrg(_)) => Self::not_found(error.to_string()),
+            AdminError::Flag(FlagError::UnknownRunner(_)) => Self::invalid(Some("runner"), error.to_string()),
+            AdminError::Flag(FlagError::NoHealthyWorker { .. }) => Self::Conflict(error.to_string()),
+            AdminError::Flag(FlagError::Db(e)) | AdminError::Key(KeyError::Db(e)) | AdminError::Db(e) => {
+                Self::storage(&e, e.is_transient())
+            }
+            AdminError::Key(KeyError::UnknownOrg(_) | KeyError::UnknownKey(_)) => {
+                Self::not_found(error.to_string())
+            }
+            AdminError::Key(KeyError::BadName) => Self::invalid(Some("name"), error.to_string()),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The HTTP API: health and metrics, and the OpenAI-dialect `/v1` routes.
+//! The HTTP API: health and metrics, the OpenAI-dialect `/v1` routes, and the admin inspector
+//! (`/admin`).
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -39,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/workers/{id}/claim", post(workers::claim_runs))
         .route("/v1/sessions", get(sessions::list_sessions))
         .route("/v1/sessions/{id}", get(sessions::get_session))
+        .merge(admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -1,12 +1,15 @@
 //! The runner resolver with its I/O: reads the organization's flags and applies the pure rules
 //! of `domain::resolver` (org flag → ramp → default, failure-closed, kill switch); changing a
-//! flag (guarded, audited: `flags`); inspecting an organization's runner (`inspect`).
+//! flag (guarded, audited: `flags`); inspecting an organization's runner (`inspect`); both under
+//! one process's settings (`settings`).
 
 mod flags;
 mod inspect;
+mod settings;
 
 pub use flags::{FlagError, FlagPolicy, FlagUpdate, set_runner_flag};
 pub use inspect::{OrgRunner, inspect_org};
+pub use settings::RunnerSettings;
 
 use crate::db::organizations;
 use crate::domain::resolver::{Decision, OrgFlags, ResolverRules};

@@ -188,14 +188,20 @@ async fn workers_list_shows_the_embedded_worker_and_external_ones() {
         (&go["runtime"], &go["version"], &go["hostname"]),
         (&"go".into(), &"0.5.0".into(), &"box-2".into())
     );
+    // A draining worker claims nothing new: not healthy (not capacity), though its heartbeat
+    // is fresh.
     assert_eq!(
-        (&go["status"], &go["embedded"], &go["healthy"]),
-        (&"draining".into(), &false.into(), &true.into())
+        (&go["status"], &go["embedded"], &go["healthy"], &go["heartbeat_stale"]),
+        (&"draining".into(), &false.into(), &false.into(), &false.into())
     );
     assert_eq!(go["in_flight"], 2, "claimed and running count, completed and queued do not: {go}");
     assert_eq!(go["capacity"], 8, "{go}");
     let old = by_name("ext-old");
-    assert_eq!((&old["healthy"], &old["in_flight"]), (&false.into(), &0.into()), "{old}");
+    assert_eq!(
+        (&old["healthy"], &old["heartbeat_stale"], &old["in_flight"]),
+        (&false.into(), &true.into(), &0.into()),
+        "{old}"
+    );
     assert!(old["heartbeat_age_s"].as_i64().is_some_and(|s| (299..400).contains(&s)), "seconds: {old}");
     assert_eq!(by_name(embedded["name"].as_str().unwrap())["in_flight"], 0);
 

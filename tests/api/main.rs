@@ -7,6 +7,10 @@
 // `cfg(test)` always holds in this test binary; it marks the modules as test code for clippy, so
 // `allow-unwrap-in-tests` and friends (clippy.toml) cover their helpers as well as their tests.
 #[cfg(test)]
+mod admin_api;
+#[cfg(test)]
+mod admin_pages;
+#[cfg(test)]
 mod auth;
 #[cfg(test)]
 mod chat;
