@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::fleet::{Fleet, FleetParts};
 use crate::ids::OrgId;
 use crate::llm::Models;
+use crate::mcp::Mcp;
 use crate::queue::{Queue, QueueSettings};
 use crate::replication::{Role, RoleSource};
 use crate::runner::Resolver;
@@ -54,6 +55,8 @@ pub struct App {
     turns: Turns,
     /// The worker protocol's service.
     fleet: Fleet,
+    /// The MCP servers' tools and the user-assertion keys.
+    mcp: Arc<Mcp>,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -78,6 +81,8 @@ pub struct AppParts {
     pub jwt: Option<JwtVerifier>,
     /// The models requests may name.
     pub models: Models,
+    /// The MCP servers' tools and the user-assertion keys.
+    pub mcp: Arc<Mcp>,
 }
 
 impl App {
@@ -93,7 +98,7 @@ impl App {
         };
         let queue = Arc::new(Queue::new(parts.db.clone(), parts.resolver, settings));
         let models = Arc::new(parts.models);
-        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
+        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools, Some(Arc::clone(&parts.mcp))));
         let executor = Arc::new(Executor::new(
             Arc::clone(&queue),
             Arc::clone(&models),
@@ -144,6 +149,7 @@ impl App {
             executor,
             turns,
             fleet,
+            mcp: parts.mcp,
         }))
     }
 
@@ -217,6 +223,12 @@ impl App {
     #[must_use]
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
+    }
+
+    /// The MCP servers' tools and the user-assertion keys.
+    #[must_use]
+    pub fn mcp(&self) -> &Arc<Mcp> {
+        &self.mcp
     }
 
     /// Seconds since start.

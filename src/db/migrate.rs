@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_user_sessions_index", include_str!("../../migrations/0005_user_sessions_index.sql")),
     ("0006_runs_status_check", include_str!("../../migrations/0006_runs_status_check.sql")),
     ("0007_worker_tokens", include_str!("../../migrations/0007_worker_tokens.sql")),
+    ("0009_mcp_signing_keys", include_str!("../../migrations/0009_mcp_signing_keys.sql")),
 ];
 
 /// The schema version this binary expects.

@@ -11,6 +11,7 @@ pub mod admin_tokens;
 pub mod api_keys;
 pub mod checkpoint;
 pub mod flag_changes;
+pub mod mcp_signing_keys;
 pub mod messages;
 pub mod migrate;
 pub mod organizations;

@@ -200,6 +200,9 @@ pub struct ToolFinished {
     /// The result's text.
     #[serde(default)]
     pub result: String,
+    /// How long the call took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// `run.completed`: the answer, the run's usage, and the time spent upstream.

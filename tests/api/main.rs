@@ -19,6 +19,8 @@ mod cli_workers;
 #[cfg(test)]
 mod foundation;
 #[cfg(test)]
+mod mcp;
+#[cfg(test)]
 mod runs;
 #[cfg(test)]
 mod streams;

@@ -1,0 +1,295 @@
+//! Each MCP server's tool list: listed at start, again on `notifications/tools/list_changed` and
+//! every HEARTH_MCP_REFRESH_S, through a session of hearth's own (no user, no assertion).
+//!
+//! A server that is down is retried with a growing pause (1 s doubling, at most the refresh
+//! interval); the first failure of a streak logs one warning, the recovery one info line. Tools
+//! are exposed as `server__tool`; a tool whose name or input schema a model could not use is
+//! skipped with a warning, and a call to it answers why.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rmcp::model::Tool;
+use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::McpServerConfig;
+use crate::domain::message::ToolSpec;
+
+/// A configured server and what it offers.
+#[derive(Debug)]
+pub struct Server {
+    /// Its configuration.
+    pub config: McpServerConfig,
+    /// Its tools as last listed.
+    tools: RwLock<ToolList>,
+    /// Poked by `notifications/tools/list_changed`.
+    changed: Arc<Notify>,
+}
+
+/// A server's tools as last listed.
+#[derive(Debug, Default)]
+struct ToolList {
+    /// Offered, by exposed name.
+    offered: Vec<ToolSpec>,
+    /// The server's own name of each offered tool, by exposed name.
+    names: HashMap<String, String>,
+    /// Tools not offered, with why, by exposed name.
+    skipped: HashMap<String, String>,
+}
+
+/// What a call to an exposed name should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Call the server's tool of this name.
+    Tool(String),
+    /// The tool exists but is not offered, for this reason.
+    Skipped(String),
+    /// No such tool.
+    Unknown,
+}
+
+/// Notes `notifications/tools/list_changed` (the only notification hearth acts on).
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    changed: Option<Arc<Notify>>,
+}
+
+impl Watcher {
+    /// A handler that ignores every notification (users' sessions).
+    #[must_use]
+    pub fn quiet() -> Self {
+        Self { changed: None }
+    }
+}
+
+impl ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        if let Some(changed) = &self.changed {
+            changed.notify_one();
+        }
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::default(),
+            rmcp::model::Implementation::new("hearth", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+impl Server {
+    /// A server with no tools listed yet.
+    #[must_use]
+    pub fn new(config: McpServerConfig) -> Self {
+        Self { config, tools: RwLock::default(), changed: Arc::new(Notify::new()) }
+    }
+
+    /// Its offered tools (exposed names).
+    #[must_use]
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.tools.read().map(|t| t.offered.clone()).unwrap_or_default()
+    }
+
+    /// What a call to `exposed` should do.
+    #[must_use]
+    pub fn lookup(&self, exposed: &str) -> Lookup {
+        let Ok(tools) = self.tools.read() else { return Lookup::Unknown };
+        if let Some(name) = tools.names.get(exposed) {
+            Lookup::Tool(name.clone())
+        } else if let Some(why) = tools.skipped.get(exposed) {
+            Lookup::Skipped(why.clone())
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// Replaces the tool list with `tools` as listed; returns how many are offered.
+    pub fn set_tools(&self, tools: Vec<Tool>) -> usize {
+        let mut list = ToolList::default();
+        for tool in tools {
+            let exposed = format!("{}__{}", self.config.name, tool.name);
+            if let Some(allowed) = &self.config.allowed_tools
+                && !allowed.iter().any(|a| *a == tool.name)
+            {
+                continue;
+            }
+            let schema = Value::Object((*tool.input_schema).clone());
+            if let Err(why) = check_name(&exposed).and_then(|()| check_schema(&schema)) {
+                tracing::warn!(mcp.server = %self.config.name, tool = %exposed, reason = %why,
+                    "skipping an MCP tool a model could not use");
+                list.skipped.insert(exposed, why);
+                continue;
+            }
+            let description = tool.description.as_deref().or(tool.title.as_deref()).unwrap_or_default();
+            list.names.insert(exposed.clone(), tool.name.to_string());
+            list.offered.push(ToolSpec {
+                name: exposed,
+                description: description.to_owned(),
+                parameters: schema,
+            });
+        }
+        let n = list.offered.len();
+        if let Ok(mut tools) = self.tools.write() {
+            *tools = list;
+        }
+        n
+    }
+}
+
+/// OpenAI's rule for function names: `^[a-zA-Z0-9_-]{1,64}$`.
+fn check_name(exposed: &str) -> Result<(), String> {
+    let ok =
+        exposed.len() <= 64 && exposed.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{exposed}` is not a valid tool name for models (letters, digits, _ and -, at most 64)"))
+    }
+}
+
+/// The input schema must describe an object (MCP requires it) with well-formed properties.
+pub(crate) fn check_schema(schema: &Value) -> Result<(), String> {
+    let malformed = |why: &str| Err(format!("its input schema is malformed: {why}"));
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        return malformed("`type` must be \"object\"");
+    }
+    match schema.get("properties") {
+        None => {}
+        Some(Value::Object(props)) => {
+            if let Some((name, _)) = props.iter().find(|(_, p)| !p.is_object() && !p.is_boolean()) {
+                return malformed(&format!("property `{name}` is not a schema"));
+            }
+        }
+        Some(_) => return malformed("`properties` must be an object"),
+    }
+    match schema.get("required") {
+        None => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(_) => malformed("`required` must be an array of property names"),
+    }
+}
+
+/// Keeps `server`'s tool list fresh until `shutdown`.
+pub async fn keep_listed(
+    server: Arc<Server>,
+    http: reqwest::Client,
+    refresh: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut pause = Duration::from_secs(1);
+    let mut down_since_logged = false;
+    let name = server.config.name.clone();
+    loop {
+        let watcher = Watcher { changed: Some(Arc::clone(&server.changed)) };
+        let connect = watcher.serve(super::transport::transport(&http, &server.config, None));
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = connect => c,
+        };
+        match outcome {
+            Ok(client) => {
+                pause = Duration::from_secs(1);
+                if std::mem::take(&mut down_since_logged) {
+                    tracing::info!(mcp.server = %name, "MCP server is up again");
+                }
+                let reason = relist_until_broken(&server, &client, refresh, &shutdown).await;
+                drop(client);
+                match reason {
+                    None => return,
+                    Some(e) => {
+                        tracing::warn!(mcp.server = %name, error = %e, "lost the MCP server; reconnecting");
+                        down_since_logged = true;
+                    }
+                }
+            }
+            Err(e) => {
+                if !down_since_logged {
+                    tracing::warn!(mcp.server = %name, url = %server.config.url, error = %e,
+                        "MCP server unreachable: its tools are not offered until it answers (retrying)");
+                    down_since_logged = true;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(refresh);
+            }
+        }
+    }
+}
+
+/// Lists the tools now, and again on each change notification or refresh tick; returns the
+/// error that broke the session, or `None` at shutdown.
+async fn relist_until_broken(
+    server: &Server,
+    client: &rmcp::service::RunningService<RoleClient, Watcher>,
+    refresh: Duration,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    loop {
+        match client.list_all_tools().await {
+            Ok(tools) => {
+                let n = server.set_tools(tools);
+                tracing::info!(mcp.server = %server.config.name, tools = n, "listed the MCP server's tools");
+            }
+            Err(e) => return Some(e.to_string()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = server.changed.notified() => {}
+            () = tokio::time::sleep(refresh) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn schemas_a_model_cannot_use_are_refused() {
+        assert!(
+            check_schema(
+                &json!({"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]})
+            )
+            .is_ok()
+        );
+        assert!(check_schema(&json!({"type": "object"})).is_ok());
+        assert!(check_schema(&json!({"type": "string"})).is_err());
+        assert!(check_schema(&json!({"type": "object", "properties": 5})).is_err());
+        assert!(check_schema(&json!({"type": "object", "properties": {"a": 5}})).is_err());
+        assert!(check_schema(&json!({"type": "object", "required": "a"})).is_err());
+    }
+
+    #[test]
+    fn tools_are_exposed_prefixed_filtered_and_checked() {
+        let config = crate::config::parse_mcp_servers(
+            r#"{"mcpServers": {"calc": {"url": "http://h/mcp", "allowed_tools": ["add", "bad", "we ird"]}}}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let server = Server::new(config[0].clone());
+        let tool = |name: &'static str, schema: Value| {
+            let Value::Object(schema) = schema else { unreachable!() };
+            Tool::new(name, "d", Arc::new(schema))
+        };
+        let n = server.set_tools(vec![
+            tool("add", json!({"type": "object"})),
+            tool("sub", json!({"type": "object"})),
+            tool("bad", json!({"type": "array"})),
+            tool("we ird", json!({"type": "object"})),
+        ]);
+        assert_eq!(n, 1);
+        assert_eq!(server.specs()[0].name, "calc__add");
+        assert_eq!(server.lookup("calc__add"), Lookup::Tool("add".into()));
+        assert!(matches!(server.lookup("calc__bad"), Lookup::Skipped(why) if why.contains("malformed")));
+        assert!(matches!(server.lookup("calc__we ird"), Lookup::Skipped(_)));
+        assert_eq!(server.lookup("calc__sub"), Lookup::Unknown, "not in allowed_tools");
+    }
+}
