@@ -151,26 +151,55 @@ fn check_name(exposed: &str) -> Result<(), String> {
     }
 }
 
-/// The input schema must describe an object (MCP requires it) with well-formed properties.
+/// The input schema must describe an object (MCP requires it), and every nested schema must be
+/// well-formed where a model relies on it: `properties` an object of schemas, `required` a list
+/// of names, `type` a JSON Schema type name (or a list of them).
 pub(crate) fn check_schema(schema: &Value) -> Result<(), String> {
-    let malformed = |why: &str| Err(format!("its input schema is malformed: {why}"));
     if schema.get("type").and_then(Value::as_str) != Some("object") {
-        return malformed("`type` must be \"object\"");
+        return Err("its input schema is malformed: `type` must be \"object\"".into());
     }
-    match schema.get("properties") {
+    check_subschema(schema, "").map_err(|why| format!("its input schema is malformed: {why}"))
+}
+
+const JSON_TYPES: &[&str] = &["string", "number", "integer", "boolean", "object", "array", "null"];
+
+fn check_subschema(schema: &Value, at: &str) -> Result<(), String> {
+    let Value::Object(map) = schema else {
+        return if schema.is_boolean() { Ok(()) } else { Err(format!("`{at}` is not a schema")) };
+    };
+    let type_ok = |t: &Value| t.as_str().is_some_and(|t| JSON_TYPES.contains(&t));
+    match map.get("type") {
+        None => {}
+        Some(Value::Array(types)) if types.iter().all(type_ok) => {}
+        Some(t) if type_ok(t) => {}
+        Some(t) => return Err(format!("`{at}/type` is {t}, not a JSON Schema type")),
+    }
+    match map.get("properties") {
         None => {}
         Some(Value::Object(props)) => {
-            if let Some((name, _)) = props.iter().find(|(_, p)| !p.is_object() && !p.is_boolean()) {
-                return malformed(&format!("property `{name}` is not a schema"));
+            for (name, sub) in props {
+                check_subschema(sub, &format!("{at}/properties/{name}"))?;
             }
         }
-        Some(_) => return malformed("`properties` must be an object"),
+        Some(_) => return Err(format!("`{at}/properties` must be an object")),
     }
-    match schema.get("required") {
-        None => Ok(()),
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
-        Some(_) => malformed("`required` must be an array of property names"),
+    if let Some(required) = map.get("required")
+        && !required.as_array().is_some_and(|r| r.iter().all(Value::is_string))
+    {
+        return Err(format!("`{at}/required` must be an array of property names"));
     }
+    if let Some(items) = map.get("items") {
+        check_subschema(items, &format!("{at}/items"))?;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(list) = map.get(key) {
+            let Value::Array(list) = list else { return Err(format!("`{at}/{key}` must be an array")) };
+            for (i, sub) in list.iter().enumerate() {
+                check_subschema(sub, &format!("{at}/{key}/{i}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keeps `server`'s tool list fresh until `shutdown`.
@@ -181,62 +210,67 @@ pub async fn keep_listed(
     shutdown: CancellationToken,
 ) {
     let mut pause = Duration::from_secs(1);
-    let mut down_since_logged = false;
+    let mut down = false;
     let name = server.config.name.clone();
     loop {
         let watcher = Watcher { changed: Some(Arc::clone(&server.changed)) };
         let connect = watcher.serve(super::transport::transport(&http, &server.config, None));
-        let outcome = tokio::select! {
+        let failure = tokio::select! {
             () = shutdown.cancelled() => return,
-            c = connect => c,
-        };
-        match outcome {
-            Ok(client) => {
-                pause = Duration::from_secs(1);
-                if std::mem::take(&mut down_since_logged) {
-                    tracing::info!(mcp.server = %name, "MCP server is up again");
-                }
-                let reason = relist_until_broken(&server, &client, refresh, &shutdown).await;
-                drop(client);
-                match reason {
+            c = connect => match c {
+                Ok(client) => match relist_until_broken(&server, &client, refresh, &shutdown, &mut down).await {
                     None => return,
-                    Some(e) => {
-                        tracing::warn!(mcp.server = %name, error = %e, "lost the MCP server; reconnecting");
-                        down_since_logged = true;
+                    Some(Broken { error, listed }) => {
+                        if listed {
+                            pause = Duration::from_secs(1);
+                        }
+                        error
                     }
-                }
-            }
-            Err(e) => {
-                if !down_since_logged {
-                    tracing::warn!(mcp.server = %name, url = %server.config.url, error = %e,
-                        "MCP server unreachable: its tools are not offered until it answers (retrying)");
-                    down_since_logged = true;
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(refresh);
-            }
+                },
+                Err(e) => e.to_string(),
+            },
+        };
+        // One line per outage, not one per retry.
+        if !std::mem::replace(&mut down, true) {
+            tracing::warn!(mcp.server = %name, url = %server.config.url, error = %failure,
+                "MCP server unreachable: its tools are not offered until it answers (retrying)");
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(refresh);
     }
 }
 
-/// Lists the tools now, and again on each change notification or refresh tick; returns the
-/// error that broke the session, or `None` at shutdown.
+/// Why a listing session ended.
+struct Broken {
+    error: String,
+    /// Whether it listed the tools at least once.
+    listed: bool,
+}
+
+/// Lists the tools now, and again on each change notification or refresh tick; returns what
+/// broke the session, or `None` at shutdown. `down` is cleared (with one info line) by a listing.
 async fn relist_until_broken(
     server: &Server,
     client: &rmcp::service::RunningService<RoleClient, Watcher>,
     refresh: Duration,
     shutdown: &CancellationToken,
-) -> Option<String> {
+    down: &mut bool,
+) -> Option<Broken> {
+    let mut listed = false;
     loop {
         match client.list_all_tools().await {
             Ok(tools) => {
                 let n = server.set_tools(tools);
+                if std::mem::take(down) {
+                    tracing::info!(mcp.server = %server.config.name, "MCP server is up again");
+                }
                 tracing::info!(mcp.server = %server.config.name, tools = n, "listed the MCP server's tools");
+                listed = true;
             }
-            Err(e) => return Some(e.to_string()),
+            Err(e) => return Some(Broken { error: e.to_string(), listed }),
         }
         tokio::select! {
             () = shutdown.cancelled() => return None,
@@ -265,6 +299,15 @@ mod tests {
         assert!(check_schema(&json!({"type": "object", "properties": 5})).is_err());
         assert!(check_schema(&json!({"type": "object", "properties": {"a": 5}})).is_err());
         assert!(check_schema(&json!({"type": "object", "required": "a"})).is_err());
+        let err =
+            check_schema(&json!({"type": "object", "properties": {"x": {"type": "nonsense"}}})).unwrap_err();
+        assert!(err.contains("/properties/x/type"), "{err}");
+        assert!(check_schema(&json!({"type": "object", "properties": {"l": {"type": "array", "items": {"type": ["string", "null"]}},
+            "type": {"anyOf": [{"type": "string"}, true]}}})).is_ok());
+        assert!(
+            check_schema(&json!({"type": "object", "properties": {"l": {"type": "array", "items": 3}}}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ Usage::
     python3 mcp_server.py [--port 0] [--malformed-schema] [--garbage] [--log PATH]
     # prints "LISTENING <port>" on stdout once ready; the endpoint is http://127.0.0.1:PORT/mcp
 
-``--malformed-schema`` adds a tool ``broken`` whose input schema is not an object schema.
-``--garbage`` serves no MCP at all: every request is answered 200 with a body that is not JSON.
+``--malformed-schema`` adds a tool ``broken`` whose input schema gives a property the type ``nonsense``.
+``--garbage`` serves no MCP at all: every request is answered 200 with a body that is not JSON
+(``POST /_control/garbage`` turns that on later, e.g. after hearth listed the tools).
 ``--log PATH`` appends one JSON line per HTTP request: its method, path and headers (so a test
 can check what the server was sent). ``POST /_control/jwks`` with ``{"url": …}`` tells ``whoami``
 where hearth's JWKS is (hearth starts after this server).
@@ -34,6 +35,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import Tool
 
 JWKS: dict[str, str] = {}
+# Answer every MCP request with garbage (--garbage, or POST /_control/garbage).
+GARBAGE = {"on": False}
 
 
 def build_app(args: argparse.Namespace, endpoint: str):
@@ -74,7 +77,7 @@ def build_app(args: argparse.Namespace, endpoint: str):
         async def with_broken():
             tools = await listed()
             tools.append(Tool(name="broken", description="Its schema is not an object schema.",
-                              input_schema={"type": "string"}))
+                              input_schema={"type": "object", "properties": {"x": {"type": "nonsense"}}}))
             return tools
 
         server.list_tools = with_broken  # type: ignore[method-assign]
@@ -104,7 +107,10 @@ class Wrapper:
                         break
                 JWKS["url"] = json.loads(body)["url"]
                 return await respond(send, 200, b'{"ok":true}', b"application/json")
-            if self.app is None:
+            if scope["path"] == "/_control/garbage":
+                GARBAGE["on"] = True
+                return await respond(send, 200, b'{"ok":true}', b"application/json")
+            if GARBAGE["on"]:
                 return await respond(send, 200, b"<<this is not json-rpc>>{", b"application/json")
         await self.app(scope, receive, send)
 
@@ -129,8 +135,9 @@ def main() -> None:
     sock.listen(128)
     port = sock.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}/mcp"
-    app = None if args.garbage else build_app(args, endpoint)
-    config = uvicorn.Config(Wrapper(app, args.log), log_level="warning", lifespan="on" if app else "off")
+    GARBAGE["on"] = args.garbage
+    app = build_app(args, endpoint)
+    config = uvicorn.Config(Wrapper(app, args.log), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     print(f"LISTENING {port}", flush=True)
     server.run(sockets=[sock])
