@@ -15,7 +15,7 @@ Usage::
 ``--garbage`` serves no MCP at all: every request is answered 200 with a body that is not JSON
 (``POST /_control/garbage`` turns that on later, e.g. after hearth listed the tools).
 ``--log PATH`` appends one JSON line per HTTP request: its method, path and headers (so a test
-can check what the server was sent). ``POST /_control/jwks`` with ``{"url": …}`` tells ``whoami``
+can check what the server was sent). ``POST /_control/grow`` adds a tool ``extra``. ``POST /_control/jwks`` with ``{"url": …}`` tells ``whoami``
 where hearth's JWKS is (hearth starts after this server).
 """
 
@@ -37,6 +37,8 @@ from mcp.types import Tool
 JWKS: dict[str, str] = {}
 # Answer every MCP request with garbage (--garbage, or POST /_control/garbage).
 GARBAGE = {"on": False}
+# Adds the tool ``extra`` (POST /_control/grow): a tool list that changes while the server runs.
+GROW: list = []
 
 
 def build_app(args: argparse.Namespace, endpoint: str):
@@ -82,6 +84,12 @@ def build_app(args: argparse.Namespace, endpoint: str):
 
         server.list_tools = with_broken  # type: ignore[method-assign]
 
+    def grow() -> None:
+        def extra() -> str:
+            return "extra"
+        server.add_tool(extra, name="extra", description="Added while the server runs.")
+
+    GROW.append(grow)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return server.streamable_http_app(transport_security=security)
 
@@ -106,6 +114,9 @@ class Wrapper:
                     if not msg.get("more_body"):
                         break
                 JWKS["url"] = json.loads(body)["url"]
+                return await respond(send, 200, b'{"ok":true}', b"application/json")
+            if scope["path"] == "/_control/grow":
+                GROW[0]()
                 return await respond(send, 200, b'{"ok":true}', b"application/json")
             if scope["path"] == "/_control/garbage":
                 GARBAGE["on"] = True

@@ -44,6 +44,12 @@ class McpServer:
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
 
+    def grow(self) -> None:
+        """Adds the tool `extra` to the running server."""
+        req = urllib.request.Request(self.base + "/_control/grow", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+
     def garbage(self) -> None:
         """From now on, every MCP request is answered with garbage."""
         req = urllib.request.Request(self.base + "/_control/garbage", data=b"{}", method="POST")

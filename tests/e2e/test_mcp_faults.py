@@ -82,3 +82,17 @@ def test_a_server_answering_garbage_gives_tool_errors_and_hearth_goes_on(fake_up
             assert len(parts) == 2 and all(p.startswith("error: ") for p in parts), answer
             assert "calc" in parts[0] and "unknown tool `junk__add`" in parts[1], answer
             assert hearth.proc.poll() is None
+
+
+def test_a_tool_added_while_the_server_runs_is_offered_after_the_refresh(fake_upstream):
+    with McpServer() as server:
+        config = mcp_config(calc={"url": server.url})
+        with Hearth(fake_upstream, MCP_CONFIG_JSON=config, HEARTH_MCP_REFRESH_S="1") as hearth:
+            assert listed(hearth.lines, "calc")
+            model = script(fake_upstream, ("calc__extra", {}))
+            assert chat(hearth, model) == "tool said: error: unknown tool `calc__extra`"
+            server.grow()
+            deadline = time.monotonic() + 10
+            while chat(hearth, model) != "tool said: extra":
+                assert time.monotonic() < deadline, "the new tool was never offered"
+                time.sleep(0.3)
