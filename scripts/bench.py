@@ -331,10 +331,17 @@ def main():
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")
     ap.add_argument("--workers-only", action="store_true", help="only scenario (g): external workers")
+    ap.add_argument("--mcp-only", action="store_true", help="only scenario (h): an MCP tool call's added time")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.duration, a.history, a.streams, a.hold = 1, 2, 100_000, 100, 5
     fake, fake_port = start_fake()
+    if a.mcp_only:
+        try:
+            mcp_scenario(a, fake_port)
+        finally:
+            fake.terminate()
+        return
     if a.workers_only:
         try:
             external_workers(fake_port, a.duration, 50 if a.quick else 500)
@@ -348,6 +355,17 @@ def main():
     finally:
         hearth.stop()
         fake.terminate()
+
+
+def mcp_scenario(a, fake_port):
+    """(h): see scripts/bench_mcp.py."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_mcp
+
+    print("| scenario                                     |     direct |     hearth |     added |  ratio | unit  |")
+    print("|----------------------------------------------|------------|------------|-----------|--------|-------|")
+    bench_mcp.mcp_overhead(Hearth, request, median, row, fake_port, tempfile.mkdtemp(prefix="hearth-bench-mcp-"),
+                           a.rounds, 30 if a.quick else 200)
 
 
 def run_all(a, hearth, fake_port, data):
@@ -392,6 +410,7 @@ def run_all(a, hearth, fake_port, data):
               f"p99 added {h2['p99'] - d2['p99']:.3f} ms (empty: {empty['p99'] - empty_d['p99']:.3f} ms); "
               f"share of direct {h2['rps'] / d2['rps']:.3f} (empty: {empty['rps'] / empty_d['rps']:.3f})")
     external_workers(fake_port, a.duration, 50 if a.quick else 500)
+    mcp_scenario(a, fake_port)
     starts = []
     for _ in range(5):
         hearth.stop()

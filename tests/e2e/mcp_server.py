@@ -14,7 +14,7 @@ Usage::
 ``--malformed-schema`` adds a tool ``broken`` whose input schema gives a property the type ``nonsense``.
 ``--garbage`` serves no MCP at all: every request is answered 200 with a body that is not JSON
 (``POST /_control/garbage`` turns that on later, e.g. after hearth listed the tools).
-``--log PATH`` appends one JSON line per HTTP request: its method, path and headers (so a test
+``--json-response`` answers each POST with a JSON body instead of an SSE stream. ``--log PATH`` appends one JSON line per HTTP request: its method, path and headers (so a test
 can check what the server was sent). ``POST /_control/grow`` adds a tool ``extra``. ``POST /_control/jwks`` with ``{"url": …}`` tells ``whoami``
 where hearth's JWKS is (hearth starts after this server).
 """
@@ -91,7 +91,7 @@ def build_app(args: argparse.Namespace, endpoint: str):
 
     GROW.append(grow)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    return server.streamable_http_app(transport_security=security)
+    return server.streamable_http_app(transport_security=security, json_response=args.json_response)
 
 
 class Wrapper:
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--malformed-schema", action="store_true")
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--log")
+    parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not SSE")
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
