@@ -232,7 +232,7 @@ pub async fn keep_listed(
         };
         // One line per outage, not one per retry.
         if !std::mem::replace(&mut down, true) {
-            tracing::warn!(mcp.server = %name, url = %server.config.url, error = %failure,
+            tracing::warn!(mcp.server = %name, url = %without_credentials(&server.config.url), error = %failure,
                 "MCP server unreachable: its tools are not offered until it answers (retrying)");
         }
         tokio::select! {
@@ -240,6 +240,18 @@ pub async fn keep_listed(
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(refresh);
+    }
+}
+
+/// The URL as it may be logged: without a `user:password@`.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => String::new(),
     }
 }
 

@@ -4,6 +4,7 @@ tool with a malformed schema. Each gives the model a clear tool error; hearth an
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -96,3 +97,39 @@ def test_a_tool_added_while_the_server_runs_is_offered_after_the_refresh(fake_up
             while chat(hearth, model) != "tool said: extra":
                 assert time.monotonic() < deadline, "the new tool was never offered"
                 time.sleep(0.3)
+
+
+def test_a_call_interrupted_by_a_crash_is_not_replayed_blindly(fake_upstream):
+    """hearth dies (SIGKILL) during an MCP call; restarted on the same database, it gives the run
+    a new attempt, and the model is told that the call started and its outcome is unknown."""
+    import json
+    import urllib.request
+
+    with McpServer() as server:
+        config = mcp_config(calc={"url": server.url, "timeout_ms": 20000})
+        first = Hearth(fake_upstream, MCP_CONFIG_JSON=config)
+        db = os.path.join(first.dir.name, "hearth.db")
+        try:
+            assert listed(first.lines, "calc")
+            model = script(fake_upstream, ("calc__sleep", {"ms": 1500}))
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "go"}]}).encode()
+            req = urllib.request.Request(first.base_url + "/v1/runs", data=body, method="POST",
+                                         headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                run_id = json.load(r)["id"]
+            time.sleep(0.6)  # the call is under way on the MCP server
+            first.proc.kill()
+            first.proc.wait(timeout=10)
+            with Hearth(fake_upstream, MCP_CONFIG_JSON=config, HEARTH_DB=db) as second:
+                req = urllib.request.Request(f"{second.base_url}/v1/runs/{run_id}?wait=30",
+                                             headers={"authorization": f"Bearer {KEY}"})
+                with urllib.request.urlopen(req, timeout=40) as r:
+                    run = json.load(r)
+                assert run["status"] == "completed" and run["attempt"] == 2, run
+                with urllib.request.urlopen(fake_upstream + "/_fake/stats", timeout=5) as r:
+                    sent = json.load(r)["last_request"]["body"]["messages"]
+                notes = [m["content"] for m in sent if m["role"] == "system" and "interrupted" in (m["content"] or "")]
+                assert notes and "calc__sleep" in notes[0] and "Do not repeat them blindly" in notes[0], sent
+        finally:
+            first.proc.kill()
+            first.dir.cleanup()
