@@ -3,7 +3,7 @@ server directly (`scripts/bench --mcp-only` runs only this).
 
 Two MCP servers, each when installed: tests/e2e/mcp_server.py (the official MCP Python SDK's
 MCPServer, tool `add`; it needs the e2e venv, `.venv`, that scripts/test creates), and the MCP
-project's server-everything (Node, tool `get-sum`; tests/mcp-everything, installed by
+project's server-everything (Node, tool `get-sum`; tests/mcp-peers, installed by
 scripts/test). Rounds, each of `n` sequential calls of every kind:
 
 - direct MCP: one session, `tools/call add` as raw HTTP POSTs on one kept-alive connection;
@@ -106,7 +106,7 @@ async def sequential(request, port, path, body, headers, n, check):
     return times
 
 
-EVERYTHING = os.path.join(ROOT, "tests", "mcp-everything", "node_modules", "@modelcontextprotocol",
+EVERYTHING = os.path.join(ROOT, "tests", "mcp-peers", "node_modules", "@modelcontextprotocol",
                           "server-everything", "dist", "index.js")
 
 
@@ -146,7 +146,7 @@ def mcp_overhead(Hearth, request, median, row, fake_port, data_dir, rounds, n):
         server, port = start()
         if server is None:
             print(f"| (h) MCP tool call, {label}: skipped (run scripts/test once: it installs the e2e venv "
-                  "and tests/mcp-everything)")
+                  "and tests/mcp-peers)")
             continue
         try:
             one_server(Hearth, request, median, row, fake_port, os.path.join(data_dir, str(i)), rounds, n,

@@ -1,5 +1,5 @@
 """hearth's MCP client against the MCP project's reference server, server-everything (npm, pinned in
-tests/mcp-everything/package.json, installed by scripts/test), over Streamable HTTP: a chat turn
+tests/mcp-peers/package.json, installed by scripts/test), over Streamable HTTP: a chat turn
 through the OpenAI SDK calls each of its tools below through hearth.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from hearth_proc import KEY, Hearth
 from mcp_support import free_port, listed, mcp_config, script
 
-ENTRY = Path(__file__).resolve().parents[1] / "mcp-everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+ENTRY = Path(__file__).resolve().parents[1] / "mcp-peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 
 # (tool, arguments, text the answer must contain); an error is prefixed "error: ".
 SCENARIOS = [
@@ -37,7 +37,7 @@ SCENARIOS = [
 @pytest.fixture(scope="module")
 def everything():
     if not ENTRY.exists():
-        pytest.skip("tests/mcp-everything is not installed (scripts/test runs `npm ci` there)")
+        pytest.skip("tests/mcp-peers is not installed (scripts/test runs `npm ci` there)")
     port = free_port()
     proc = subprocess.Popen(["node", str(ENTRY), "streamableHttp"], env={**os.environ, "PORT": str(port)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
