@@ -97,3 +97,25 @@ async fn a_configured_signing_key_is_the_published_one() {
     assert_eq!(published["keys"].as_array().unwrap().len(), 1);
     assert_eq!(published["keys"][0]["x"], "bNQO1hU_rkuDtNQknqiIwrblkrSJabS5abQ3lQtUUcU");
 }
+
+#[test]
+fn a_worker_needs_the_signing_key_for_a_server_with_user_assertions() {
+    let dir = support::data_dir();
+    let mut cmd = command_in(dir.path());
+    cmd.env(
+        "MCP_CONFIG_JSON",
+        r#"{"mcpServers": {"crm": {"url": "http://127.0.0.1:9/mcp", "user_assertion": true}}}"#,
+    );
+    let out = support::run(cmd.args([
+        "worker",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "hwk_not_used_before_the_check",
+        "--runner",
+        "ts",
+    ]));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("HEARTH_MCP_SIGNING_KEY") && stderr.contains("`crm`"), "{stderr}");
+}

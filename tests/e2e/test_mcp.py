@@ -72,6 +72,18 @@ def test_streaming_turn_with_a_tool_call(client, fake_upstream):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
 
 
+def test_a_streaming_turn_shows_tool_progress_as_sse_comments(hearth, fake_upstream):
+    model = script(fake_upstream, ("calc__sleep", {"ms": 200}))
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "wait"}]}
+    with httpx.stream("POST", hearth.base_url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {KEY}"}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    assert any("tool calc__sleep started" in c for c in comments), lines
+    assert any("tool calc__sleep finished" in c for c in comments), lines
+    assert lines[-1] == "data: [DONE]"
+
+
 def test_parallel_calls_overlap(client, fake_upstream):
     model = script(fake_upstream, ("calc__sleep", {"ms": 1200}), ("calc__sleep", {"ms": 1200}),
                    ("calc__add", {"a": 1, "b": 1}))
