@@ -100,8 +100,9 @@ impl McpTools {
             Err(e) => {
                 self.mcp.sessions.forget(&key, &client);
                 Err(format!(
-                    "the connection to MCP server `{name}` failed during the call to `{tool}` ({e}); whether it took \
-                     effect is unknown: do not repeat it blindly"
+                    "the connection to MCP server `{name}` failed during the call to `{tool}` ({}); whether it took \
+                     effect is unknown: do not repeat it blindly",
+                    super::service_error(&e)
                 ))
             }
         }
@@ -121,7 +122,7 @@ impl McpTools {
         Watcher::quiet()
             .serve(transport(&self.mcp.http, &server.config, identity))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| super::init_error(&e))
     }
 }
 

@@ -227,7 +227,7 @@ pub async fn keep_listed(
                         error
                     }
                 },
-                Err(e) => e.to_string(),
+                Err(e) => super::init_error(&e),
             },
         };
         // One line per outage, not one per retry.
@@ -282,7 +282,7 @@ async fn relist_until_broken(
                 tracing::info!(mcp.server = %server.config.name, tools = n, "listed the MCP server's tools");
                 listed = true;
             }
-            Err(e) => return Some(Broken { error: e.to_string(), listed }),
+            Err(e) => return Some(Broken { error: super::service_error(&e), listed }),
         }
         tokio::select! {
             () = shutdown.cancelled() => return None,

@@ -28,6 +28,55 @@ use catalog::Server;
 use keys::Signer;
 use sessions::Sessions;
 
+/// `error` with its sources, `: `-separated (reqwest's own text hides why a request failed:
+/// refused, a certificate nobody vouches for…).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Why a session could not be opened, naming the underlying cause (rmcp's own text names its
+/// transport's type instead).
+pub(crate) fn init_error(error: &rmcp::service::ClientInitializeError) -> String {
+    match error {
+        rmcp::service::ClientInitializeError::TransportError { error, context } => {
+            format!(
+                "{} (when it tried to {})",
+                transport_error(&*error.error),
+                context.trim_start_matches("send ")
+            )
+        }
+        other => error_chain(other),
+    }
+}
+
+/// A transport's error: for an HTTP client error, reqwest's whole chain (rmcp shows only its
+/// first line, "error sending request", not the refused connection or certificate behind it).
+fn transport_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(e)) => error_chain(e),
+        _ => error_chain(error),
+    }
+}
+
+/// Why a request on an open session failed, naming the underlying cause.
+pub(crate) fn service_error(error: &rmcp::service::ServiceError) -> String {
+    match error {
+        rmcp::service::ServiceError::TransportSend(e) => transport_error(&*e.error),
+        other => error_chain(other),
+    }
+}
+
 /// What the MCP service is built from.
 #[derive(Debug)]
 pub struct McpSettings {

@@ -14,6 +14,7 @@ Usage::
 ``--malformed-schema`` adds a tool ``broken`` whose input schema gives a property the type ``nonsense``.
 ``--garbage`` serves no MCP at all: every request is answered 200 with a body that is not JSON
 (``POST /_control/garbage`` turns that on later, e.g. after hearth listed the tools).
+``--tls-cert``/``--tls-key`` serve HTTPS (the endpoint is then https://localhost:PORT/mcp).
 ``--json-response`` answers each POST with a JSON body instead of an SSE stream. ``--log PATH`` appends one JSON line per HTTP request: its method, path and headers (so a test
 can check what the server was sent). ``POST /_control/grow`` adds a tool ``extra``. ``POST /_control/jwks`` with ``{"url": …}`` tells ``whoami``
 where hearth's JWKS is (hearth starts after this server).
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--log")
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not SSE")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (with --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -146,10 +149,11 @@ def main() -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}/mcp"
+    endpoint = f"{'https://localhost' if args.tls_cert else 'http://127.0.0.1'}:{port}/mcp"
     GARBAGE["on"] = args.garbage
     app = build_app(args, endpoint)
-    config = uvicorn.Config(Wrapper(app, args.log), log_level="warning", lifespan="on")
+    config = uvicorn.Config(Wrapper(app, args.log), log_level="warning", lifespan="on",
+                            ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
     server = uvicorn.Server(config)
     print(f"LISTENING {port}", flush=True)
     server.run(sockets=[sock])

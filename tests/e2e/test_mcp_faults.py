@@ -133,3 +133,23 @@ def test_a_call_interrupted_by_a_crash_is_not_replayed_blindly(fake_upstream):
         finally:
             first.proc.kill()
             first.dir.cleanup()
+
+
+def test_an_https_mcp_server_is_reached_when_its_ca_is_trusted_and_refused_otherwise(fake_upstream, tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    cert, key, ca_pem = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    with McpServer("--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        config = mcp_config(calc={"url": f"https://localhost:{server.port}/mcp"})
+        with Hearth(fake_upstream, MCP_CONFIG_JSON=config, SSL_CERT_FILE=str(ca_pem)) as hearth:
+            assert listed(hearth.lines, "calc"), "\n".join(hearth.lines)
+            assert chat(hearth, script(fake_upstream, ("calc__add", {"a": 20, "b": 22}))) == "tool said: 42"
+        with Hearth(fake_upstream, MCP_CONFIG_JSON=config) as hearth:
+            assert wait_for_log(hearth.lines, "MCP server unreachable")
+            line = next(x for x in hearth.lines if "MCP server unreachable" in x)
+            assert "certificate" in line.lower(), line
