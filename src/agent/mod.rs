@@ -188,13 +188,18 @@ fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
 }
 
 /// Runs server-side calls in parallel, each under the timeout; returns the tool messages.
+/// Every call's `tool.started` is stored before any call is made: after a crash, the retry
+/// knows which calls may have taken effect (`worker::interrupted_note`).
 async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Message> {
-    let futures = calls.iter().map(|call| async move {
+    for call in calls {
         emit.emit(EventData::ToolStarted(ToolStarted {
             id: call.id.clone(),
             name: call.name.clone(),
             arguments: call.arguments.clone(),
         }));
+    }
+    emit.durable().await;
+    let futures = calls.iter().map(|call| async move {
         let started = std::time::Instant::now();
         let result = call_tool(turn, call).await;
         let (text, is_error) = match result {

