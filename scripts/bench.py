@@ -336,6 +336,7 @@ def main():
     ap.add_argument("--workers-only", action="store_true", help="only scenario (g): external workers")
     ap.add_argument("--admin-only", action="store_true", help="only scenario (h): admin pages at scale")
     ap.add_argument("--admin-sessions", type=int, default=1_000_000, help="sessions for scenario (h) (0: skip)")
+    ap.add_argument("--mcp-only", action="store_true", help="only scenario (i): an MCP tool call's added time")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.duration, a.history, a.streams, a.hold = 1, 2, 100_000, 100, 5
@@ -344,6 +345,12 @@ def main():
     if a.admin_only:
         try:
             bench_admin.admin_pages(Hearth, fake_port, a.admin_sessions, 50 if a.quick else 200)
+        finally:
+            fake.terminate()
+        return
+    if a.mcp_only:
+        try:
+            mcp_scenario(a, fake_port)
         finally:
             fake.terminate()
         return
@@ -360,6 +367,17 @@ def main():
     finally:
         hearth.stop()
         fake.terminate()
+
+
+def mcp_scenario(a, fake_port):
+    """(i): see scripts/bench_mcp.py."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_mcp
+
+    print("| scenario                                     |     direct |     hearth |     added |  ratio | unit  |")
+    print("|----------------------------------------------|------------|------------|-----------|--------|-------|")
+    bench_mcp.mcp_overhead(Hearth, request, median, row, fake_port, tempfile.mkdtemp(prefix="hearth-bench-mcp-"),
+                           a.rounds, 30 if a.quick else 200)
 
 
 def run_all(a, hearth, fake_port, data):
@@ -406,6 +424,7 @@ def run_all(a, hearth, fake_port, data):
     external_workers(fake_port, a.duration, 50 if a.quick else 500)
     if a.admin_sessions:
         bench_admin.admin_pages(Hearth, fake_port, a.admin_sessions, 50 if a.quick else 200)
+    mcp_scenario(a, fake_port)
     starts = []
     for _ in range(5):
         hearth.stop()

@@ -21,6 +21,7 @@ use crate::db::Db;
 use crate::fleet::{Fleet, FleetParts};
 use crate::ids::OrgId;
 use crate::llm::Models;
+use crate::mcp::Mcp;
 use crate::queue::{Queue, QueueSettings};
 use crate::replication::{Role, RoleSource};
 use crate::runner::{Resolver, RunnerSettings};
@@ -57,6 +58,8 @@ pub struct App {
     fleet: Fleet,
     /// The admin inspector's service.
     admin: Admin,
+    /// The MCP servers' tools and the user-assertion keys.
+    mcp: Arc<Mcp>,
 }
 
 /// Cheap-to-clone handle to the [`App`], the state of every handler.
@@ -81,6 +84,8 @@ pub struct AppParts {
     pub jwt: Option<JwtVerifier>,
     /// The models requests may name.
     pub models: Models,
+    /// The MCP servers' tools and the user-assertion keys.
+    pub mcp: Arc<Mcp>,
 }
 
 impl App {
@@ -110,7 +115,7 @@ impl App {
         );
         let queue = Arc::new(Queue::new(parts.db.clone(), parts.resolver, settings));
         let models = Arc::new(parts.models);
-        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
+        let toolbox = Arc::new(Toolbox::new(config.agent.test_tools, Some(Arc::clone(&parts.mcp))));
         let executor = Arc::new(Executor::new(
             Arc::clone(&queue),
             Arc::clone(&models),
@@ -162,6 +167,7 @@ impl App {
             turns,
             fleet,
             admin,
+            mcp: parts.mcp,
         }))
     }
 
@@ -241,6 +247,12 @@ impl App {
     #[must_use]
     pub fn admin(&self) -> &Admin {
         &self.admin
+    }
+
+    /// The MCP servers' tools and the user-assertion keys.
+    #[must_use]
+    pub fn mcp(&self) -> &Arc<Mcp> {
+        &self.mcp
     }
 
     /// Seconds since start.

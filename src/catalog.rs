@@ -112,6 +112,25 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Checks that every agent's `mcp_servers` names a configured MCP server (`servers`).
+    ///
+    /// # Errors
+    /// A message naming the agent, the server and the settings.
+    pub fn check_mcp_servers(&self, servers: &[&str]) -> Result<(), String> {
+        for (name, agent) in &self.agents {
+            if let Some(missing) =
+                agent.mcp_servers.iter().find(|s| *s != "test" && !servers.contains(&s.as_str()))
+            {
+                return Err(format!(
+                    "[agents.{name}]: mcp_servers names `{missing}`, which MCP_CONFIG_PATH / MCP_CONFIG_JSON does not configure"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +149,14 @@ mod tests {
         let err = Catalog::parse("[agents.a]\nmodel = \"nope\"\n").unwrap_err();
         assert!(err.contains("[agents.a]"), "{err}");
         assert!(Catalog::parse("[modles.x]\ntarget = \"a/b\"\n").is_err());
+    }
+
+    #[test]
+    fn agents_may_name_only_configured_mcp_servers() {
+        let catalog =
+            Catalog::parse("[agents.a]\nmodel = \"echo\"\nmcp_servers = [\"calc\", \"test\"]\n").unwrap();
+        assert!(catalog.check_mcp_servers(&["calc"]).is_ok());
+        let err = catalog.check_mcp_servers(&["other"]).unwrap_err();
+        assert!(err.contains("[agents.a]") && err.contains("`calc`") && err.contains("MCP_CONFIG"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod llm;
+pub mod mcp;
 pub mod metrics;
 pub mod orgs;
 pub mod queue;

@@ -12,7 +12,8 @@ use crate::config::LogFormat;
 /// # Errors
 /// When the filter does not parse or a subscriber is already installed.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid HEARTH_LOG filter: {e}"))?;
+    let filter =
+        EnvFilter::try_new(quiet_rmcp(filter)).map_err(|e| format!("invalid HEARTH_LOG filter: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => {
@@ -21,6 +22,12 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// rmcp (the MCP client) logs every session it opens at INFO, with the server's whole
+/// description — one per user and server: it logs at `warn` unless the filter names it.
+fn quiet_rmcp(filter: &str) -> String {
+    if filter.contains("rmcp") { filter.to_owned() } else { format!("{filter},rmcp=warn") }
 }
 
 /// Writes one of the SPEC §6 event lines (dispatch, claimed, completed) as a JSON object on

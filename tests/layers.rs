@@ -19,6 +19,7 @@ mod checks {
                 "replication",
                 "catalog",
                 "llm",
+                "mcp",
                 "agent",
                 "runner",
                 "orgs",

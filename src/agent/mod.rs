@@ -191,23 +191,20 @@ fn model_failure(error: &ModelError, usage: Usage) -> Outcome {
 }
 
 /// Runs server-side calls in parallel, each under the timeout; returns the tool messages.
+/// Every call's `tool.started` is stored before any call is made: after a crash, the retry
+/// knows which calls may have taken effect (`worker::interrupted_note`).
 async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Message> {
-    let futures = calls.iter().map(|call| async move {
+    for call in calls {
         emit.emit(EventData::ToolStarted(ToolStarted {
             id: call.id.clone(),
             name: call.name.clone(),
             arguments: call.arguments.clone(),
         }));
-        let result = if turn.allowed_tools.contains(&call.name) {
-            match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(args) => tokio::time::timeout(turn.tool_timeout, turn.server_tools.call(&call.name, args))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {} s", turn.tool_timeout.as_secs()))),
-                Err(e) => Err(format!("arguments are not valid JSON: {e}")),
-            }
-        } else {
-            Err(format!("unknown tool `{}`", call.name))
-        };
+    }
+    emit.durable().await;
+    let futures = calls.iter().map(|call| async move {
+        let started = std::time::Instant::now();
+        let result = call_tool(turn, call).await;
         let (text, is_error) = match result {
             Ok(text) => (text, false),
             Err(text) => (format!("error: {text}"), true),
@@ -217,10 +214,30 @@ async fn run_tools(turn: &Turn, calls: &[ToolCall], emit: &dyn Emit) -> Vec<Mess
             name: call.name.clone(),
             is_error,
             result: text.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }));
         Message { tool_call_id: Some(call.id.clone()), ..Message::text(Role::Tool, text) }
     });
     futures::future::join_all(futures).await
+}
+
+/// One server-side call: only a tool the profile offers, with JSON-object-or-any arguments,
+/// under its timeout (the tool's own, else the turn's). A timed-out call may have taken effect.
+async fn call_tool(turn: &Turn, call: &ToolCall) -> Result<String, String> {
+    let tools = &turn.server_tools;
+    if !turn.allowed_tools.contains(&call.name) {
+        return Err(tools.explain(&call.name).unwrap_or_else(|| format!("unknown tool `{}`", call.name)));
+    }
+    let args = serde_json::from_str::<Value>(&call.arguments)
+        .map_err(|e| format!("invalid arguments for `{}`: not valid JSON ({e})", call.name))?;
+    let limit = tools.timeout(&call.name).unwrap_or(turn.tool_timeout);
+    tokio::time::timeout(limit, tools.call(&call.name, args)).await.unwrap_or_else(|_| {
+        Err(format!(
+            "`{}` timed out after {} ms; whether it took effect is unknown: do not repeat it blindly",
+            call.name,
+            limit.as_millis()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //!
 //! Tools are chosen per turn: at dispatch, [`Toolbox::offered`] names the tools a profile gets;
 //! when the turn executes, [`Toolbox::for_turn`] gives the executor for that organization and
-//! user (MCP servers, a later issue, plug in here: their client sessions are per user). The `test` tools exist only when
+//! user: the MCP servers' tools (`mcp::`, whose client sessions are per user) and, when on, the
+//! test tools. The `test` tools exist only when
 //! HEARTH_TEST_TOOLS is on: `test__echo` returns its `text`, `test__sleep` waits `ms`
 //! milliseconds (cancellable), `test__fail` fails with its `message`, `test__panic` panics (a bug
 //! inside a turn, on purpose), and `test__loop` answers
 //! with a directive that makes the `echo` model call it again (to exercise `max_steps`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -17,6 +19,8 @@ use serde_json::{Value, json};
 use crate::catalog::Agent;
 use crate::domain::message::ToolSpec;
 use crate::ids::OrgId;
+use crate::mcp::Mcp;
+use crate::mcp::call::McpTools;
 
 /// The outcome of a tool call: its text, or an error text shown to the model as an error.
 pub type ToolResult = Result<String, String>;
@@ -28,6 +32,18 @@ pub trait ToolExecutor: Send + Sync {
 
     /// Calls `name` with `arguments`.
     fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, ToolResult>;
+
+    /// The longest a call of `name` may take, when the tool sets its own (an MCP server's
+    /// `timeout_ms`); else the turn's HEARTH_TOOL_TIMEOUT_S applies.
+    fn timeout(&self, _name: &str) -> Option<Duration> {
+        None
+    }
+
+    /// Why `name` is not offered, when the executor knows it (an MCP tool with a malformed
+    /// schema): the model is told so instead of "unknown tool".
+    fn explain(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Who a turn's tools act for.
@@ -41,38 +57,83 @@ pub struct TurnScope<'a> {
 
 /// Chooses the server-side tools of each turn.
 pub struct Toolbox {
-    shared: std::sync::Arc<dyn ToolExecutor>,
+    test_tools: bool,
+    mcp: Option<Arc<Mcp>>,
 }
 
 impl Toolbox {
-    /// The tools of this process: the test tools when `test_tools` (HEARTH_TEST_TOOLS), else none.
+    /// The tools of this process: the MCP servers' (when configured) and the test tools when
+    /// `test_tools` (HEARTH_TEST_TOOLS).
     #[must_use]
-    pub fn new(test_tools: bool) -> Self {
-        let shared: std::sync::Arc<dyn ToolExecutor> =
-            if test_tools { std::sync::Arc::new(TestTools) } else { std::sync::Arc::new(NoTools) };
-        Self { shared }
+    pub fn new(test_tools: bool, mcp: Option<Arc<Mcp>>) -> Self {
+        Self { test_tools, mcp: mcp.filter(|m| !m.is_empty()) }
     }
 
-    /// Names of the tools offered at dispatch: every tool for a plain model; only the agent's
-    /// servers' tools (`server__tool`) for an agent.
+    /// Names of the tools offered at dispatch. A plain model gets the test tools and the tools
+    /// of every MCP server not marked `"default": false`; an agent gets only its servers' tools
+    /// (`server__tool`; `test` names the test tools).
     #[must_use]
     pub fn offered(&self, agent: Option<&Agent>) -> Vec<String> {
-        let names = self.shared.specs().into_iter().map(|s| s.name);
-        match agent {
-            None => names.collect(),
-            Some(agent) => names
-                .filter(|n| {
-                    n.split_once("__")
-                        .is_some_and(|(server, _)| agent.mcp_servers.iter().any(|s| s == server))
-                })
-                .collect(),
+        let servers = agent.map(|a| a.mcp_servers.as_slice());
+        let test = self.test_tools && servers.is_none_or(|s| s.iter().any(|n| n == "test"));
+        let mut names: Vec<String> =
+            if test { TestTools.specs().into_iter().map(|s| s.name).collect() } else { Vec::new() };
+        if let Some(mcp) = &self.mcp {
+            names.extend(mcp.offered(servers));
         }
+        names
     }
 
     /// The executor of one turn's tools, for `scope`.
     #[must_use]
-    pub fn for_turn(&self, _scope: TurnScope<'_>) -> std::sync::Arc<dyn ToolExecutor> {
-        std::sync::Arc::clone(&self.shared)
+    pub fn for_turn(&self, scope: TurnScope<'_>) -> Arc<dyn ToolExecutor> {
+        let mcp = self.mcp.as_ref().map(|mcp| McpTools {
+            mcp: Arc::clone(mcp),
+            org: scope.org.to_string(),
+            user: scope.user.map(str::to_owned),
+        });
+        if mcp.is_none() && !self.test_tools {
+            return Arc::new(NoTools);
+        }
+        Arc::new(TurnTools { test: self.test_tools, mcp })
+    }
+}
+
+/// One turn's tools: MCP tools for its organization and user, and the test tools when on.
+struct TurnTools {
+    test: bool,
+    mcp: Option<McpTools>,
+}
+
+impl TurnTools {
+    fn mcp_of(&self, name: &str) -> Option<&McpTools> {
+        self.mcp.as_ref().filter(|m| m.mcp.owns(name))
+    }
+}
+
+impl ToolExecutor for TurnTools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        let mut specs = if self.test { TestTools.specs() } else { Vec::new() };
+        if let Some(mcp) = &self.mcp {
+            specs.extend(mcp.mcp.specs());
+        }
+        specs
+    }
+
+    fn call<'a>(&'a self, name: &'a str, arguments: Value) -> BoxFuture<'a, ToolResult> {
+        match self.mcp_of(name) {
+            Some(mcp) => mcp.call(name, arguments),
+            None if self.test => TestTools.call(name, arguments),
+            None => NoTools.call(name, arguments),
+        }
+    }
+
+    fn timeout(&self, name: &str) -> Option<Duration> {
+        self.mcp_of(name)?.timeout(name)
+    }
+
+    fn explain(&self, name: &str) -> Option<String> {
+        self.mcp_of(name)?.explain(name)
     }
 }
 

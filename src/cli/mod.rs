@@ -2,6 +2,7 @@
 //! env var.
 
 mod keys;
+mod mcp;
 mod migrate;
 mod orgs;
 mod output;

@@ -22,8 +22,8 @@ use super::{ConfigError, Exit, output, roles, serve};
 use crate::app::{App, AppParts, AppState};
 use crate::auth::{KeyRef, Principal};
 use crate::config::{
-    AgentConfig, AuthConfig, HttpConfig, QueueConfig, RunnerConfig, Secret, ServeConfig, StorageConfig,
-    UpstreamConfig,
+    AgentConfig, AuthConfig, HttpConfig, McpConfig, QueueConfig, RunnerConfig, Secret, ServeConfig,
+    StorageConfig, UpstreamConfig,
 };
 use crate::db::Db;
 use crate::http::openai::types::ChatCompletionRequest;
@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// The catalog and the upstream providers (local runs).
     #[command(flatten)]
     pub upstream: UpstreamConfig,
+    /// MCP tool servers (a local run offers their tools as `serve` does).
+    #[command(flatten)]
+    pub mcp: McpConfig,
 }
 
 /// Runs one turn and prints it.
@@ -143,14 +146,17 @@ async fn local(db_path: &Path, args: RunArgs) -> anyhow::Result<(Value, bool)> {
         queue: args.queue,
         agent: args.agent,
         upstream: args.upstream,
+        mcp: args.mcp,
     };
     let rules = config.runner.resolver_rules().map_err(ConfigError)?;
-    let models = serve::build_models(&config.upstream)?;
+    let mcp_servers = config.mcp.servers().map_err(ConfigError)?;
+    let models = serve::build_models(&config.upstream, &mcp_servers)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let db = Db::open(db_path, config.storage.db_readers)?;
     roles::prepare_schema(db_path, config.storage.auto_migrate)?;
     // The `default` organization only: no credentials are minted (nor printed) for a local run.
     let default_org = bootstrap::ensure(&db, true, true).await?.default_org;
+    let mcp = super::mcp::build(&config.mcp, mcp_servers, Some((&db, true))).await?;
     let embedded = (!config.queue.no_embedded_workers && config.queue.workers > 0)
         .then(|| (rules.default_runner().to_owned(), usize::from(config.queue.workers)));
     let state = App::build(AppParts {
@@ -162,7 +168,9 @@ async fn local(db_path: &Path, args: RunArgs) -> anyhow::Result<(Value, bool)> {
         resolver: Resolver::new(rules),
         jwt: None,
         models,
+        mcp,
     });
+    state.mcp().start(state.tasks(), state.shutdown());
     // A worker of its own (`HOST/run-PID`): `HOST/embedded` would give back the runs of a
     // `serve` running on the same database and host.
     let mut worker_id = None;

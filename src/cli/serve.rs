@@ -32,7 +32,8 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
     let static_key = config.auth.static_api_key().map_err(ConfigError)?;
     let rules = config.runner.resolver_rules().map_err(ConfigError)?;
     let jwt = JwtVerifier::from_config(&config).map_err(ConfigError)?;
-    let models = build_models(&config.upstream)?;
+    let mcp_servers = config.mcp.servers().map_err(ConfigError)?;
+    let models = build_models(&config.upstream, &mcp_servers)?;
     let metrics = metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let source = RoleSource::new(config.storage.litefs_dir.as_deref());
     let db = Db::open(db_path, config.storage.db_readers)?;
@@ -45,6 +46,9 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         env_api_key: static_key.is_some(),
     })
     .await?;
+    // The MCP signing key: generated and stored on a writer when none is, read on a replica.
+    let role = source.current();
+    let mcp = super::mcp::build(&config.mcp, mcp_servers, Some((&db, role.is_writer()))).await?;
     let addr = SocketAddr::new(config.http.host, config.http.port);
     let listener = server::bind(config.http.host, config.http.port)
         .map_err(|e| ConfigError(format!("cannot listen on {addr} (PORT / HEARTH_HOST): {e}")))?;
@@ -62,8 +66,9 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
         resolver,
         jwt,
         models,
+        mcp,
     });
-    let role = source.current();
+    state.mcp().start(state.tasks(), state.shutdown());
     roles::Duties { state: state.clone(), path: db_path.to_path_buf(), source, embedded }
         .start(role.clone())
         .await?;
@@ -86,11 +91,16 @@ pub async fn run(db_path: &Path, config: ServeConfig) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A message naming the setting that is wrong.
-pub(super) fn build_models(upstream: &crate::config::UpstreamConfig) -> Result<Models, ConfigError> {
+pub(super) fn build_models(
+    upstream: &crate::config::UpstreamConfig,
+    mcp_servers: &[crate::config::McpServerConfig],
+) -> Result<Models, ConfigError> {
     let catalog = match &upstream.config {
         Some(path) => Catalog::load(path).map_err(ConfigError)?,
         None => Catalog::default(),
     };
+    let names: Vec<&str> = mcp_servers.iter().map(|s| s.name.as_str()).collect();
+    catalog.check_mcp_servers(&names).map_err(|e| ConfigError(format!("HEARTH_CONFIG: {e}")))?;
     Models::build(&ProviderSettings::from_config(upstream), catalog, upstream.model_specifier.clone())
         .map_err(ConfigError)
 }

@@ -14,8 +14,10 @@ use crate::worker::remote::{self, RemoteSettings};
 /// # Errors
 /// Bad settings (naming them), or a registration the server refused.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
-    let models = Arc::new(build_models(&config.upstream)?);
-    let toolbox = Arc::new(Toolbox::new(config.agent.test_tools));
+    let mcp_servers = config.mcp.servers().map_err(ConfigError)?;
+    let models = Arc::new(build_models(&config.upstream, &mcp_servers)?);
+    let mcp = super::mcp::build(&config.mcp, mcp_servers, None).await?;
+    let toolbox = Arc::new(Toolbox::new(config.agent.test_tools, Some(Arc::clone(&mcp))));
     if config.runner.trim().is_empty() {
         return Err(ConfigError("--runner (HEARTH_WORKER_RUNNER) must name a runner".into()).into());
     }
@@ -32,5 +34,11 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         once: config.once,
         tool_timeout: Duration::from_secs(config.agent.tool_timeout_s),
     };
-    remote::run(settings, models, toolbox).await
+    let (tasks, stop) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
+    mcp.start(&tasks, &stop);
+    let outcome = remote::run(settings, models, toolbox).await;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    outcome
 }

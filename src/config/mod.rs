@@ -11,6 +11,8 @@ mod agent;
 mod auth;
 mod global;
 mod http;
+mod mcp;
+mod mcp_servers;
 mod parse;
 mod queue;
 mod runner;
@@ -25,6 +27,7 @@ pub use agent::AgentConfig;
 pub use auth::{AuthConfig, MIN_SECRET};
 pub use global::{GlobalConfig, LogFormat};
 pub use http::HttpConfig;
+pub use mcp::{McpConfig, McpHeader, McpServerConfig, PemKey, parse_mcp_servers};
 pub use parse::parse_size;
 pub use queue::QueueConfig;
 pub use runner::{RunnerConfig, RunnerList};
@@ -57,4 +60,7 @@ pub struct ServeConfig {
     /// The catalog, the default model and the upstream providers.
     #[command(flatten)]
     pub upstream: UpstreamConfig,
+    /// MCP servers and the MCP client's limits.
+    #[command(flatten)]
+    pub mcp: McpConfig,
 }

@@ -55,8 +55,16 @@ impl Secret {
 }
 
 /// The long flags that take secrets (`--admin-token`, …), by their argument ids.
-pub const SECRET_ARGS: [&str; 7] =
-    ["api_key", "admin_token", "jwt_secret", "metrics_token", "openai_api_key", "anthropic_api_key", "token"];
+pub const SECRET_ARGS: [&str; 8] = [
+    "api_key",
+    "admin_token",
+    "jwt_secret",
+    "metrics_token",
+    "openai_api_key",
+    "anthropic_api_key",
+    "token",
+    "mcp_signing_key",
+];
 
 /// The first secret flag given a value on the command line (rather than `@FILE`), with the
 /// environment variable to use instead, looked up in `matches` and its subcommands'.

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::parse::{parse_bool, parse_http_url};
-use super::{AgentConfig, Secret, UpstreamConfig};
+use super::{AgentConfig, McpConfig, Secret, UpstreamConfig};
 
 /// `hearth worker`: an external worker of one runner, over the worker protocol.
 #[derive(Debug, Clone, Args)]
@@ -43,4 +43,8 @@ pub struct WorkerConfig {
     /// The model providers its turns call.
     #[command(flatten)]
     pub upstream: UpstreamConfig,
+
+    /// The MCP servers its turns call.
+    #[command(flatten)]
+    pub mcp: McpConfig,
 }

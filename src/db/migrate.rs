@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_schema_floor", include_str!("../../migrations/0010_schema_floor.sql")),
     ("0011_idempotency_keys", include_str!("../../migrations/0011_idempotency_keys.sql")),
     ("0012_admin", include_str!("../../migrations/0012_admin.sql")),
+    ("0013_mcp_signing_keys", include_str!("../../migrations/0013_mcp_signing_keys.sql")),
 ];
 
 /// The migration that brought the rollback floor: it and every later one declare their

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod checkpoint;
 pub mod flag_changes;
 pub mod idempotency_keys;
+pub mod mcp_signing_keys;
 pub mod messages;
 pub mod migrate;
 pub mod organizations;

@@ -200,6 +200,9 @@ pub struct ToolFinished {
     /// The result's text.
     #[serde(default)]
     pub result: String,
+    /// How long the call took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// `run.completed`: the answer, the run's usage, and the time spent upstream.
@@ -363,6 +366,14 @@ impl Serialize for EventData {
 pub trait Emit: Send + Sync {
     /// Records one event.
     fn emit(&self, data: EventData);
+
+    /// Resolves once every event emitted so far is stored (or could not be: the wait never
+    /// outlasts the write). The agent loop waits on it between a tool call's `tool.started`
+    /// and the call itself, so a crash can never leave a call made but not recorded. The
+    /// default resolves at once (a sink with nothing durable to wait for).
+    fn durable(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 #[cfg(test)]

@@ -200,6 +200,7 @@ impl From<TurnError> for ApiError {
             TurnError::NoSession(_) | TurnError::NoRun(_) => Self::not_found(error.to_string()),
             TurnError::Busy(_) => Self::Conflict(error.to_string()),
             TurnError::KeyReused => Self::invalid(Some("Idempotency-Key"), error.to_string()),
+            TurnError::ToolCollision(_) => Self::invalid(Some("tools"), error.to_string()),
             TurnError::NoWorker { .. } => Self::Unavailable(error.to_string()),
             TurnError::Retried { .. } => Self::RunFailed(error.to_string()),
             TurnError::Ended(end) => {

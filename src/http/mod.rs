@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod jwks;
 pub mod metrics;
 pub mod models;
 pub mod openai;
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/v1/models", get(models::list_models))
         .route("/v1/chat/completions", post(openai::chat::chat_completions))
         .route("/v1/runs", post(runs::create_run))

@@ -43,7 +43,15 @@ enum SinkState {
     /// Nothing written yet: events wait here.
     Holding(Vec<EventData>),
     /// A flusher task writes what is sent to it.
-    Writing { tx: mpsc::UnboundedSender<EventData>, flusher: tokio::task::JoinHandle<(i64, Vec<EventData>)> },
+    Writing { tx: mpsc::UnboundedSender<Msg>, flusher: tokio::task::JoinHandle<(i64, Vec<EventData>)> },
+}
+
+/// What the flusher is sent.
+enum Msg {
+    /// An event to write.
+    Event(EventData),
+    /// Write what is pending now, then answer.
+    Durable(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Longest an event waits for company before it is written.
@@ -80,7 +88,7 @@ impl EventSink {
     fn writing(&self, held: Vec<EventData>, store_first: bool) -> SinkState {
         let (tx, rx) = mpsc::unbounded_channel();
         for event in held {
-            let _ = tx.send(event);
+            let _ = tx.send(Msg::Event(event));
         }
         let out = self.out.clone();
         // Ends when the sender is dropped in `finish`, so shutdown never waits on it alone.
@@ -120,9 +128,23 @@ impl Emit for EventSink {
             // The receiver lives until `finish`; a send can only fail after it, when nothing is
             // left to record.
             SinkState::Writing { tx, .. } => {
-                let _ = tx.send(data);
+                let _ = tx.send(Msg::Event(data));
             }
         }
+    }
+
+    fn durable(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let sent = match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            SinkState::Writing { tx, .. } => tx.send(Msg::Durable(ack)).is_ok(),
+            // Nothing is written while holding; a tool's start always starts the writing.
+            SinkState::Holding(_) => false,
+        };
+        Box::pin(async move {
+            if sent {
+                let _ = done.await;
+            }
+        })
     }
 }
 
@@ -130,19 +152,31 @@ fn pending_bytes(events: &[EventData]) -> usize {
     events.iter().map(|d| if let EventData::TextDelta(t) = d { t.text.len() } else { 64 }).sum()
 }
 
-/// Gathers events for up to [`COALESCE`]; returns false when the sink was closed meanwhile.
-async fn gather(rx: &mut mpsc::UnboundedReceiver<EventData>, pending: &mut Vec<EventData>) -> bool {
+/// Gathers events for up to [`COALESCE`] (less when a [`Msg::Durable`] comes: its answer waits
+/// on this write); returns false when the sink was closed meanwhile.
+async fn gather(
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    pending: &mut Vec<EventData>,
+    acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+) -> bool {
     let deadline = tokio::time::Instant::now() + COALESCE;
-    while pending_bytes(pending) < COALESCE_BYTES {
+    while pending_bytes(pending) < COALESCE_BYTES && acks.is_empty() {
         tokio::select! {
-            event = rx.recv() => match event {
-                Some(event) => pending.push(event),
+            msg = rx.recv() => match msg {
+                Some(msg) => take(msg, pending, acks),
                 None => return false,
             },
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
     true
+}
+
+fn take(msg: Msg, pending: &mut Vec<EventData>, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+    match msg {
+        Msg::Event(event) => pending.push(event),
+        Msg::Durable(ack) => acks.push(ack),
+    }
 }
 
 /// Where a sink writes: the run, and the drafts its rows may still wait in.
@@ -174,14 +208,15 @@ async fn flush_loop(
     mut out: Out,
     mut next_seq: i64,
     store_first: bool,
-    mut rx: mpsc::UnboundedReceiver<EventData>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
 ) -> (i64, Vec<EventData>) {
     if store_first {
         out.write(Arc::from(Vec::new())).await;
     }
     let mut eager = true;
     while let Some(first) = rx.recv().await {
-        let mut pending = vec![first];
+        let (mut pending, mut acks) = (Vec::new(), Vec::new());
+        take(first, &mut pending, &mut acks);
         let open = if eager {
             eager = false;
             // What was held when the flusher started goes together. A run stored first may
@@ -189,12 +224,12 @@ async fn flush_loop(
             // token), the others gather as usual.
             if !store_first {
                 while let Ok(more) = rx.try_recv() {
-                    pending.push(more);
+                    take(more, &mut pending, &mut acks);
                 }
             }
             true
         } else {
-            gather(&mut rx, &mut pending).await
+            gather(&mut rx, &mut pending, &mut acks).await
         };
         if !open {
             return (next_seq, coalesce(pending));
@@ -208,6 +243,10 @@ async fn flush_loop(
         let last = next_seq + i64::try_from(events.len()).unwrap_or(0) - 1;
         if out.write(Arc::from(events)).await {
             next_seq = last + 1;
+        }
+        // Stored (or, on a failed write, given up on: logged, and waiting longer would not help).
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
     (next_seq, Vec::new())
@@ -351,5 +390,43 @@ mod tests {
             (6, 0, 3),
             "a whole-answer sink writes from the tool on"
         );
+    }
+
+    /// `durable` answers only once what was emitted before it is stored (the agent loop waits
+    /// on it between a tool call's start and the call), even while a batch is gathering.
+    #[tokio::test]
+    async fn durable_waits_until_the_events_before_it_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.db"), 2).unwrap();
+        db.write(|c| {
+            Ok(c.execute_batch(
+                "CREATE TABLE run_events (run_id TEXT, seq INTEGER, type TEXT, data TEXT, created_at INTEGER,
+                                          PRIMARY KEY (run_id, seq))",
+            )?)
+        })
+        .await
+        .unwrap();
+        let count = || {
+            let db = db.clone();
+            async move {
+                db.read(|c| Ok(c.query_row("SELECT count(*) FROM run_events", [], |r| r.get::<_, i64>(0))?))
+                    .await
+                    .unwrap()
+            }
+        };
+        let hub = Arc::new(EventHub::default());
+        let sink = EventSink::start(db.clone(), hub, RunId::new(), 1, SinkMode::Eager, None, None);
+        sink.emit(EventData::text("first, written at once"));
+        sink.durable().await;
+        assert_eq!(count().await, 1);
+        // The next events would gather for COALESCE; durable cuts that short, and waits for them.
+        for i in 0..2 {
+            let call = ToolStarted { id: format!("c{i}"), name: "t".into(), arguments: "{}".into() };
+            sink.emit(EventData::ToolStarted(call));
+        }
+        sink.durable().await;
+        assert_eq!(count().await, 3, "both tool starts stored before durable answered");
+        let (next, tail) = sink.finish(1).await;
+        assert_eq!((next, tail.len()), (4, 0));
     }
 }

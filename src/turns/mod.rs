@@ -72,6 +72,11 @@ pub enum TurnError {
     /// The run's outcome could not be recorded (already logged).
     #[error("the run's outcome could not be recorded")]
     Unrecorded,
+    /// A tool the client sent has the name of a server-side tool offered to the turn.
+    #[error(
+        "the client tool `{0}` has the name of a server-side tool this model or agent is offered; rename your tool (hearth never lets one shadow the other)"
+    )]
+    ToolCollision(String),
     /// The input could not be encoded for storage.
     #[error("the run's input could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
@@ -179,11 +184,15 @@ impl Turns {
     async fn dispatch(&self, principal: &Principal, start: Start) -> Result<Dispatched, TurnError> {
         let model = self.models.resolve(&start.input.model).map_err(TurnError::UnknownModel)?;
         let agent = model.agent.as_ref();
+        let tools = self.toolbox.offered(agent);
+        if let Some(clash) = start.input.tools.iter().find(|t| tools.contains(&t.name)) {
+            return Err(TurnError::ToolCollision(clash.name.clone()));
+        }
         let profile = ResolvedProfile {
             runner: String::new(),
             model: start.input.model.clone(),
             provider: model.provider,
-            tools: self.toolbox.offered(agent),
+            tools,
             max_steps: agent.and_then(|a| a.max_steps).unwrap_or(self.max_steps),
             auth_mode: if principal.user.is_some() { AuthMode::UserJwt } else { AuthMode::ApiKey },
             runner_reason: String::new(),

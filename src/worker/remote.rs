@@ -417,13 +417,45 @@ fn ending(head: &Value, outcome: RunOutcome, usage: Option<crate::domain::outcom
 /// A run's events on their way to the server: batched (the first at once, then every few ms)
 /// and appended in order, each append naming its first seq.
 struct RemoteSink {
-    tx: mpsc::UnboundedSender<EventData>,
+    tx: mpsc::UnboundedSender<Sent>,
+}
+
+/// What the flusher is sent: an event, or a request to append what is pending now and answer.
+enum Sent {
+    Event(EventData),
+    Durable(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Answers the `durable()` calls waiting on an append (made, or given up on: logged).
+fn answer(acks: Vec<tokio::sync::oneshot::Sender<()>>) {
+    for ack in acks {
+        let _ = ack.send(());
+    }
+}
+
+impl Sent {
+    fn take(self, batch: &mut Vec<EventData>, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        match self {
+            Self::Event(data) => batch.push(data),
+            Self::Durable(ack) => acks.push(ack),
+        }
+    }
 }
 
 impl Emit for RemoteSink {
     fn emit(&self, data: EventData) {
         // The flusher lives until the sink is dropped; a send fails only after that.
-        let _ = self.tx.send(data);
+        let _ = self.tx.send(Sent::Event(data));
+    }
+
+    fn durable(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let sent = self.tx.send(Sent::Durable(ack)).is_ok();
+        Box::pin(async move {
+            if sent {
+                let _ = done.await;
+            }
+        })
     }
 }
 
@@ -451,21 +483,31 @@ async fn flush(
     path: String,
     head: Value,
     mut next_seq: i64,
-    mut rx: mpsc::UnboundedReceiver<EventData>,
+    mut rx: mpsc::UnboundedReceiver<Sent>,
     cancel: CancellationToken,
 ) -> bool {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+        let (mut batch, mut acks) = (Vec::new(), Vec::new());
+        Sent::take(first, &mut batch, &mut acks);
         let deadline = tokio::time::Instant::now() + GATHER;
-        while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            batch.push(more);
+        // Gather for a few ms, less when a durable() waits on this append.
+        while acks.is_empty()
+            && let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await
+        {
+            Sent::take(more, &mut batch, &mut acks);
+        }
+        if batch.is_empty() {
+            answer(acks);
+            continue;
         }
         let events: Vec<Value> =
             batch.iter().map(|d| json!({"type": d.kind().as_str(), "data": d})).collect();
         let mut body = head.clone();
         body["from_seq"] = json!(next_seq);
         body["events"] = json!(events);
-        match server.post_retrying(&path, &body).await {
+        let appended = server.post_retrying(&path, &body).await;
+        answer(acks);
+        match appended {
             Ok(answer) => {
                 next_seq =
                     answer["next_seq"].as_i64().unwrap_or(next_seq + i64::try_from(batch.len()).unwrap_or(0))

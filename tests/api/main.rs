@@ -33,6 +33,8 @@ mod idempotency;
 #[cfg(test)]
 mod jwt;
 #[cfg(test)]
+mod mcp;
+#[cfg(test)]
 mod packaging;
 #[cfg(test)]
 mod roles;

@@ -49,6 +49,11 @@ segments are ignored); an unknown behaviour in the header is a 400.
     ``tool_calls`` / stop reason ``tool_use``. When the conversation already ends with tool
     results, answer ``"tool said: <result>"`` (several trailing results joined with ``" | "``).
     No tools in the request, or ``tool_choice`` "none" → the default answer.
+``script:NAME``  Answer with the tool calls of the script NAME registered by ``POST /_fake/script``
+    ``{"name": NAME, "calls": [{"name": TOOL, "arguments": {...}}, ...]}`` — several calls in one
+    answer (parallel tool calls), whatever the request's ``tools`` say; when the conversation
+    already ends with tool results, answer ``"tool said: <results joined with " | ">"`` as ``tool``
+    does. OpenAI protocol only. Scripts survive ``/_fake/reset``.
 ``slow:MS``      wait MS ms before the first byte of the response (fail responses included).
 ``stall:MS``     send the headers and the first chunk/event (for JSON: the headers), then stall MS ms.
 ``drip:MS``      streaming: wait MS ms between events.
@@ -161,6 +166,7 @@ class Behavior:
     __slots__ = (
         "tool",
         "tool_name",
+        "script",
         "slow",
         "stall",
         "drip",
@@ -177,6 +183,7 @@ class Behavior:
     def __init__(self) -> None:
         self.tool = False
         self.tool_name = None
+        self.script = None
         self.slow = 0.0
         self.stall = 0.0
         self.drip = 0.0
@@ -196,6 +203,8 @@ class Behavior:
             if name == "tool":
                 self.tool = True
                 self.tool_name = arg or None
+            elif name == "script" and arg:
+                self.script = arg
             elif name == "slow" and arg:
                 self.slow = int(arg) / 1000.0
             elif name == "stall" and arg:
@@ -227,6 +236,8 @@ class Behavior:
 
 
 PLAIN = Behavior()
+# Scripted tool calls by name (``script:NAME``), registered with POST /_fake/script.
+SCRIPTS: dict[str, list[tuple[str, str]]] = {}
 _model_cache: dict[str, tuple[str, Behavior]] = {}
 _header_cache: dict[str, Behavior | str] = {}
 
@@ -547,8 +558,9 @@ def openai_chat(req: dict, headers: dict, beh: Behavior, model: str):
             break
 
     tool_call = None
+    tool_calls = None
     content = None
-    if beh.tool:
+    if beh.tool or beh.script:
         trailing = []
         for m in reversed(messages):
             if isinstance(m, dict) and m.get("role") == "tool":
@@ -557,6 +569,11 @@ def openai_chat(req: dict, headers: dict, beh: Behavior, model: str):
                 break
         if trailing:
             content = "tool said: " + " | ".join(reversed(trailing))
+        elif beh.script:
+            script = SCRIPTS.get(beh.script)
+            if script is None:
+                return openai_error(400, "fake upstream: no script %r (POST /_fake/script first)" % beh.script, "invalid_request_error")
+            tool_calls = list(script)
         else:
             names = _openai_tools(req)
             tc = req.get("tool_choice")
@@ -568,16 +585,18 @@ def openai_chat(req: dict, headers: dict, beh: Behavior, model: str):
             if names and tc != "none":
                 name = forced or (beh.tool_name if beh.tool_name in names else None) or beh.tool_name or names[0]
                 tool_call = (name, '{"q":%s}' % _jstr(user_text))
-    if content is None and tool_call is None:
+    if content is None and tool_call is None and tool_calls is None:
         if beh.long_n >= 0:
             content = long_text(beh.long_n)
         else:
             content = "echo: " + user_text
 
-    finish_reason = "stop"
     if tool_call is not None:
+        tool_calls = [tool_call]
+    finish_reason = "stop"
+    if tool_calls is not None:
         finish_reason = "tool_calls"
-        completion_tokens = _tokens(len(tool_call[0]) + len(tool_call[1]))
+        completion_tokens = _tokens(sum(len(n) + len(a) for n, a in tool_calls))
     else:
         completion_tokens = _tokens(len(content))
         mt = _int_or_none(req.get("max_completion_tokens"))
@@ -605,12 +624,13 @@ def openai_chat(req: dict, headers: dict, beh: Behavior, model: str):
         return finish(beh, http_response(200, b'{"id":"' + cid.encode() + b'","object":"chat.completion","choices":[{', extra=extra))
 
     if not stream:
-        if tool_call is not None:
-            msg = (
-                '{"role":"assistant","content":null,"tool_calls":[{"id":"call_%s","type":"function",'
-                '"function":{"name":%s,"arguments":%s}}],"refusal":null,"annotations":[]}'
-                % (rid, _jstr(tool_call[0]), _jstr(tool_call[1]))
+        if tool_calls is not None:
+            calls = ",".join(
+                '{"id":"call_%s_%d","type":"function","function":{"name":%s,"arguments":%s}}'
+                % (rid, i, _jstr(n), _jstr(a))
+                for i, (n, a) in enumerate(tool_calls)
             )
+            msg = '{"role":"assistant","content":null,"tool_calls":[%s],"refusal":null,"annotations":[]}' % calls
         else:
             msg = '{"role":"assistant","content":%s,"refusal":null,"annotations":[]}' % _jstr(content)
         body = (
@@ -632,21 +652,24 @@ def openai_chat(req: dict, headers: dict, beh: Behavior, model: str):
     )
     events: list[bytes] = []
     ev = events.append
-    if tool_call is not None:
-        ev(
-            (
-                pre + '{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_%s",'
-                '"type":"function","function":{"name":%s,"arguments":""}}],"refusal":null},'
-                '"logprobs":null,"finish_reason":null}]%s}\n\n' % (cid[9:], _jstr(tool_call[0]), u)
-            ).encode()
-        )
-        for frag in split_fixed(tool_call[1]):
+    if tool_calls is not None:
+        for i, (name, args) in enumerate(tool_calls):
             ev(
                 (
-                    pre + '{"tool_calls":[{"index":0,"function":{"arguments":%s}}]},'
-                    '"logprobs":null,"finish_reason":null}]%s}\n\n' % (_jstr(frag), u)
+                    pre + '{%s"tool_calls":[{"index":%d,"id":"call_%s_%d",'
+                    '"type":"function","function":{"name":%s,"arguments":""}}]%s},'
+                    '"logprobs":null,"finish_reason":null}]%s}\n\n'
+                    % ('"role":"assistant","content":null,' if i == 0 else "", i, cid[9:], i, _jstr(name),
+                       ',"refusal":null' if i == 0 else "", u)
                 ).encode()
             )
+            for frag in split_fixed(args):
+                ev(
+                    (
+                        pre + '{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]},'
+                        '"logprobs":null,"finish_reason":null}]%s}\n\n' % (i, _jstr(frag), u)
+                    ).encode()
+                )
     else:
         ev((pre + '{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]%s}\n\n' % u).encode())
         for piece in split_words(content):
@@ -963,6 +986,15 @@ def handle(method: str, path: str, headers: dict, body: bytes):
     if fake:
         if path == "/_fake/stats":
             return http_response(200, _dumps(st.snapshot()).encode())
+        if path == "/_fake/script":
+            if method != "POST":
+                return openai_error(405, "Method not allowed", "invalid_request_error")
+            try:
+                spec = _loads(body)
+                SCRIPTS[spec["name"]] = [(c["name"], _dumps(c.get("arguments", {}))) for c in spec["calls"]]
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+                return openai_error(400, 'expected {"name": ..., "calls": [{"name", "arguments"}]}', "invalid_request_error")
+            return http_response(200, b'{"ok":true}')
         if path == "/_fake/reset":
             if method != "POST":
                 return openai_error(405, "Method not allowed", "invalid_request_error")

@@ -23,8 +23,16 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Variables (besides every `HEARTH_*`) that would change how hearth starts if they leaked in
 /// from the developer's shell.
-const LEAKY_VARS: &[&str] =
-    &["PORT", "DATABASE_URL", "GATEWAY_API_KEY", "MESHI_RUNTIME_API_KEY", "RUST_LOG", "TEST_LOG"];
+const LEAKY_VARS: &[&str] = &[
+    "PORT",
+    "DATABASE_URL",
+    "GATEWAY_API_KEY",
+    "MESHI_RUNTIME_API_KEY",
+    "RUST_LOG",
+    "TEST_LOG",
+    "MCP_CONFIG_PATH",
+    "MCP_CONFIG_JSON",
+];
 
 /// A fresh, empty data directory.
 pub fn data_dir() -> TempDir {
