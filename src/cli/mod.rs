@@ -1,6 +1,8 @@
-//! The command line: `hearth serve | migrate | worker | run | orgs | keys | workers`, each setting a flag with an
+//! The command line: `hearth serve | migrate | worker | run | check | orgs | keys | workers`, each setting a flag with an
 //! env var.
 
+mod check;
+mod client;
 mod keys;
 mod mcp;
 mod migrate;
@@ -49,6 +51,10 @@ pub enum Command {
     /// Run one turn and print it (the answer to stdout, tool progress to stderr); exit 0 when
     /// the run completed, 1 when it failed, 130 on Ctrl-C. With --url, through a running hearth.
     Run(Box<run::RunArgs>),
+    /// Check a deployed hearth end to end through its API: mint a temporary key (admin API),
+    /// drive a chat turn whole and streamed, read the run, its events and its session back,
+    /// revoke the key; one line per step, exit 0 when all passed, 1 otherwise.
+    Check(Box<check::CheckArgs>),
     /// Run as an external worker of one runner, over the worker protocol (SIGTERM drains).
     Worker(Box<WorkerConfig>),
     /// List workers and manage worker tokens (a new token's secret is shown once, alone on the
@@ -95,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workers(command) => workers::run(&open_migrated(&db_path)?, command).await,
         Command::Worker(config) => worker::run(*config).await,
         Command::Run(args) => run::run(&db_path, *args).await,
+        Command::Check(args) => check::run(*args).await,
     }
 }
 

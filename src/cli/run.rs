@@ -52,8 +52,8 @@ pub struct RunArgs {
     /// Machine without the volume must).
     #[arg(long, env = "HEARTH_URL", value_name = "URL")]
     pub url: Option<String>,
-    /// API key for --url. Prefer the environment variable: a flag's value shows in the
-    /// process list.
+    /// API key for --url: in the environment, or `@FILE` (a value on the command line is
+    /// refused: it would show in the process list).
     #[arg(long, env = "HEARTH_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
     /// Migrations at start and the reader pool (local runs).

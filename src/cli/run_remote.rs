@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cli::client::Api;
 use crate::config::Secret;
-use crate::llm::http::{Client, Upstream};
-
-/// Largest answer read from the server.
-const MAX_BODY: usize = 64 << 20;
 /// Terminal event types.
 const TERMINAL: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
 
@@ -55,37 +52,4 @@ pub async fn run(url: &str, key: &Secret, target: &str, text: &str) -> anyhow::R
     };
     let run = api.call(&format!("v1/runs/{id}?wait=10"), None).await?;
     Ok((run, interrupted))
-}
-
-struct Api {
-    client: Client,
-    base: String,
-    auth: String,
-}
-
-impl Api {
-    /// POSTs `body` (or GETs without one) and returns the JSON answer (`[]` for a 204); an error
-    /// answer becomes an error with the server's message.
-    async fn call(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let endpoint =
-            Upstream::new(self.client.clone(), &self.base, path, &[("authorization", self.auth.clone())])
-                .map_err(|e| anyhow::anyhow!("--url / HEARTH_URL: {e}"))?;
-        let response = match body {
-            Some(body) => endpoint.post(body, &[]).await,
-            None => endpoint.get().await,
-        }
-        .map_err(|e| anyhow::anyhow!("{}: {e}", self.base))?;
-        let status = response.status();
-        let bytes = endpoint.read_body(&mut response.into_body(), MAX_BODY).await?;
-        if status.as_u16() == 204 {
-            return Ok(json!([]));
-        }
-        let value: Value =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
-        if !status.is_success() {
-            let message = value["error"]["message"].as_str().map_or_else(|| value.to_string(), str::to_owned);
-            anyhow::bail!("{} answered {status}: {message}", self.base);
-        }
-        Ok(value)
-    }
 }

@@ -217,6 +217,23 @@ impl Upstream {
         }
     }
 
+    /// DELETEs the endpoint and waits for the response headers, bounded as [`Upstream::post`].
+    ///
+    /// # Errors
+    /// Connect failures, and timeouts before the response headers.
+    pub async fn delete(&self) -> Result<Response<Incoming>, ModelError> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.method_mut() = Method::DELETE;
+        *request.uri_mut() = self.uri.clone();
+        request.headers_mut().clone_from(&self.headers);
+        request.headers_mut().remove(CONTENT_TYPE);
+        match tokio::time::timeout(self.client.read_timeout, self.client.inner.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
+            Err(_) => Err(self.timeout()),
+        }
+    }
+
     /// The next piece of a response body (`None` at its end), waiting at most the read timeout.
     ///
     /// # Errors

@@ -17,6 +17,8 @@ mod chat;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod cli_check;
+#[cfg(test)]
 mod cli_orgs;
 #[cfg(test)]
 mod cli_run;
