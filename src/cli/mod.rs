@@ -73,6 +73,25 @@ pub struct ConfigError(pub String);
 #[error("exit code {0}")]
 pub struct Exit(pub u8);
 
+/// Ctrl-C (SIGINT), listened for from its creation on: a signal that arrives between two
+/// waits is kept for the next (`tokio::signal::ctrl_c()` made anew in a loop would lose it).
+pub(crate) struct Interrupt(tokio::signal::unix::Signal);
+
+impl Interrupt {
+    /// Starts listening.
+    ///
+    /// # Errors
+    /// When the signal handler cannot be installed.
+    pub(crate) fn listen() -> std::io::Result<Self> {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map(Self)
+    }
+
+    /// The next Ctrl-C.
+    pub(crate) async fn recv(&mut self) {
+        let _ = self.0.recv().await;
+    }
+}
+
 /// A progress line on stderr (not through the logger: it is the command's own output).
 pub(crate) fn progress(text: &str) {
     use std::io::Write as _;

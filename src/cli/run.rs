@@ -218,6 +218,8 @@ async fn turn(
         request.into_input(state.turns().default_model()).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     input.stream = true;
     let turns = state.turns();
+    // Listening before the run starts: a Ctrl-C at any moment after is seen.
+    let mut interrupt = super::Interrupt::listen()?;
     let run = turns.start_run(principal, input, None, OnBusy::default()).await?;
     let mut follower = turns.follow(&run, Offset::After(0)).await?;
     let interrupted = loop {
@@ -231,7 +233,7 @@ async fn turn(
                 }
                 None => break false,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 super::progress(&format!("interrupted: cancelling run {}", run.id));
                 turns.cancel_run(principal, run.id.as_str()).await?;
                 break true;

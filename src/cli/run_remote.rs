@@ -22,6 +22,8 @@ pub async fn run(url: &str, key: &Secret, target: &str, text: &str) -> anyhow::R
     let api =
         Api { client, base: url.trim_end_matches('/').to_owned(), auth: format!("Bearer {}", key.expose()) };
     let body = json!({"model": target, "messages": [{"role": "user", "content": text}]});
+    // Listening before the run starts: a Ctrl-C at any moment after is seen.
+    let mut interrupt = crate::cli::Interrupt::listen()?;
     let run = api.call("v1/runs", Some(&body)).await?;
     let id =
         run["id"].as_str().ok_or_else(|| anyhow::anyhow!("{url} answered a run without an id: {run}"))?;
@@ -31,7 +33,7 @@ pub async fn run(url: &str, key: &Secret, target: &str, text: &str) -> anyhow::R
         let path = format!("v1/runs/{id}/events?offset={seq}&live=long-poll");
         let events = tokio::select! {
             events = api.call(&path, None) => events?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 super::super::progress(&format!("interrupted: cancelling run {id}"));
                 api.call(&format!("v1/runs/{id}/cancel"), Some(&json!({}))).await?;
                 break true;
