@@ -150,6 +150,7 @@ impl App {
                 jwt: parts.jwt,
                 limits: RateLimits::new(config.auth.key_rpm, config.auth.user_rpm),
                 require_user: config.auth.require_user,
+                max_streams_per_key: usize::try_from(config.auth.max_streams_per_key).unwrap_or(usize::MAX),
             },
         );
         AppState(Arc::new(Self {

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod secret;
+pub mod streams;
 pub mod worker_tokens;
 
 use crate::db::{Db, DbError, api_keys, now_ms, organizations};
@@ -105,6 +106,7 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     limits: RateLimits,
     require_user: bool,
+    streams: streams::StreamSlots,
 }
 
 /// What an [`Authenticator`] is built from.
@@ -119,6 +121,8 @@ pub struct AuthSettings {
     pub limits: RateLimits,
     /// HEARTH_REQUIRE_USER.
     pub require_user: bool,
+    /// HEARTH_MAX_STREAMS_PER_KEY.
+    pub max_streams_per_key: usize,
 }
 
 impl Authenticator {
@@ -133,7 +137,16 @@ impl Authenticator {
             jwt: settings.jwt,
             limits: settings.limits,
             require_user: settings.require_user,
+            streams: streams::StreamSlots::new(settings.max_streams_per_key),
         }
+    }
+
+    /// A slot for one more open stream of `principal`'s key, held until the stream ends.
+    ///
+    /// # Errors
+    /// 429 when the key holds HEARTH_MAX_STREAMS_PER_KEY streams already.
+    pub fn open_stream(&self, principal: &Principal) -> Result<streams::StreamSlot, AuthError> {
+        self.streams.open(&principal.key)
     }
 
     /// Forgets rate-limit state that has fully replenished (run now and then).

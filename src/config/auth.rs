@@ -53,6 +53,12 @@ pub struct AuthConfig {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub require_user: bool,
 
+    /// Streams one API key may hold open at once (chat streams, and run event streams by SSE
+    /// or long-poll); one more is refused with 429.
+    #[arg(long, env = "HEARTH_MAX_STREAMS_PER_KEY", value_name = "N", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_key: u32,
+
     /// Requests per minute per API key (off when unset).
     #[arg(long, env = "HEARTH_KEY_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub key_rpm: Option<u32>,

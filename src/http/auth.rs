@@ -81,3 +81,17 @@ impl FromRequestParts<AppState> for WorkerCaller {
         Ok(Self(id))
     }
 }
+
+/// `response` with its body holding `slot` until the body ends (or the client goes away).
+pub fn holding(
+    response: axum::response::Response,
+    slot: crate::auth::streams::StreamSlot,
+) -> axum::response::Response {
+    use futures::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
+}

@@ -138,10 +138,15 @@ pub async fn run_events(
             };
             catch_up(&state, &run, after, start == Start::Tail, &headers).await
         }
-        Live::LongPoll => long_poll(&state, &run, start, query.cursor.as_deref()).await,
+        Live::LongPoll => {
+            let _slot = state.auth().open_stream(&principal)?;
+            long_poll(&state, &run, start, query.cursor.as_deref()).await
+        }
         Live::Sse => {
+            let slot = state.auth().open_stream(&principal)?;
             let follower = state.turns().follow(&run, start.into()).await?;
-            Ok(sse::stream(follower, state.shutdown().clone(), query.cursor).into_response())
+            let response = sse::stream(follower, state.shutdown().clone(), query.cursor).into_response();
+            Ok(super::auth::holding(response, slot))
         }
     }
 }

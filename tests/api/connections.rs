@@ -111,3 +111,39 @@ async fn a_long_poll_outlives_the_header_deadline() {
     assert_eq!(body["status"], "queued", "{body}");
     assert!(started.elapsed() >= Duration::from_millis(2900), "the wait was cut short");
 }
+
+#[tokio::test]
+async fn a_key_holds_at_most_its_open_streams() {
+    let hearth = crate::runs::options().env("HEARTH_MAX_STREAMS_PER_KEY", "2").start().await;
+    let api = crate::runs::Api::new(&hearth);
+    let run = api.start(&crate::runs::echo(r#"call:test__sleep {"ms": 5000}"#)).await;
+    let path = format!("/v1/runs/{}/events?offset=-1&live=sse", run["id"].as_str().unwrap());
+    let open = || api.request(reqwest::Method::GET, &path).send();
+    let (one, two) = (open().await.unwrap(), open().await.unwrap());
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+    let third = open().await.unwrap();
+    let body = crate::runs::assert_error(third, 429, "rate_limit_exceeded").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("HEARTH_MAX_STREAMS_PER_KEY"), "{body}");
+    let chat = api
+        .request(reqwest::Method::POST, "/v1/chat/completions")
+        .json(&crate::runs::with(crate::runs::echo("x"), &serde_json::json!({"stream": true})))
+        .send()
+        .await
+        .unwrap();
+    crate::runs::assert_error(chat, 429, "rate_limit_exceeded").await;
+    // Another key has its own slots; a closed stream gives its slot back.
+    let key = crate::runs::cli(&hearth, &["keys", "create", "--org", "default", "--name", "other"]);
+    let other = crate::runs::Api::with_key(&hearth, key.lines().last().unwrap().trim());
+    assert_eq!(other.request(reqwest::Method::GET, &path).send().await.unwrap().status(), 200);
+    drop(one);
+    let mut reopened = None;
+    for _ in 0..50 {
+        let response = open().await.unwrap();
+        if response.status() == 200 {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "the closed stream's slot never came back");
+}

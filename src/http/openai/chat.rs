@@ -101,13 +101,15 @@ pub async fn chat_completions(
     let key = crate::http::runs::idempotency_key(&headers)?;
     let input = body.into_input(state.turns().default_model())?;
     let (model, stream) = (input.model.clone(), input.stream);
+    // A streamed answer holds one of its key's stream slots, taken before the turn starts.
+    let slot = if stream { Some(state.auth().open_stream(&principal)?) } else { None };
     let (turn, replayed) = match key {
         Some(key) => state.turns().start_chat_once(&principal, input, session, key).await?,
         None => (state.turns().start_chat(&principal, input, session).await?, false),
     };
     let meta = Meta::of(turn.run(), model, started, include_usage);
-    let mut response = if stream {
-        stream_turn(turn, meta).await
+    let mut response = if let Some(slot) = slot {
+        crate::http::auth::holding(stream_turn(turn, meta).await, slot)
     } else {
         match turn.outcome().await {
             Ok(completed) => answer(&meta, &completed),
