@@ -86,6 +86,47 @@ pub fn list_messages(conn: &Connection, session: &SessionId) -> Result<Vec<Messa
     Ok(out)
 }
 
+/// A page of a session's conversation: at most `limit` messages before seq `before` (all the
+/// newest when `None`), oldest first, each with its seq.
+///
+/// # Errors
+/// On a database failure, or a stored JSON column that does not parse.
+pub fn list_messages_page(
+    conn: &Connection,
+    session: &SessionId,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, Message)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, role, content, tool_calls, tool_call_id FROM messages
+         WHERE session_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT +?3",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![session, before.unwrap_or(i64::MAX), limit], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Option<String>>(2)?,
+            row.get::<_, Option<String>>(3)?,
+            row.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, role, content, tool_calls, tool_call_id) = row?;
+        out.push((
+            seq,
+            Message {
+                role: Role::parse(&role).unwrap_or(Role::User),
+                content: content.map(|c| serde_json::from_str::<String>(&c)).transpose()?,
+                tool_calls: tool_calls.map(|t| serde_json::from_str(&t)).transpose()?.unwrap_or_default(),
+                tool_call_id,
+            },
+        ));
+    }
+    out.reverse();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

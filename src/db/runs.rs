@@ -442,6 +442,24 @@ pub fn list_runs_by_session(conn: &Connection, session: &SessionId) -> Result<Ve
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The newest `limit` runs of a session, oldest first.
+///
+/// # Errors
+/// On a database failure.
+pub fn list_recent_runs_by_session(
+    conn: &Connection,
+    session: &SessionId,
+    limit: i64,
+) -> Result<Vec<RunRow>, DbError> {
+    let sql =
+        concat!("SELECT ", run_columns!(), " FROM runs WHERE session_id = ?1 ORDER BY rowid DESC LIMIT +?2");
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![session, limit], from_row)?;
+    let mut runs: Vec<RunRow> = rows.collect::<Result<_, _>>()?;
+    runs.reverse();
+    Ok(runs)
+}
+
 /// Queued runs per runner: `(runner, count, oldest created_at)`.
 ///
 /// # Errors

@@ -35,16 +35,34 @@ pub async fn list_sessions(
     Ok(axum::Json(json!({"object": "list", "data": rows, "next_before": next_before})).into_response())
 }
 
-/// `GET /v1/sessions/{id}`: the session, its runs and its messages.
+/// Query of `GET /v1/sessions/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct SessionQuery {
+    /// Messages per page, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// Cursor: the `messages_before` of the previous page (its oldest message's seq).
+    pub before: Option<i64>,
+}
+
+/// `GET /v1/sessions/{id}`: the session, its newest runs (up to 100) and a page of its
+/// messages — the newest `limit`, or those before `before` — oldest first. `messages_before` is
+/// the cursor of the older page, `null` when there is none.
 pub async fn get_session(
     State(state): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
+    Query(query): Query<SessionQuery>,
 ) -> Result<Response, ApiError> {
-    let found = state.turns().get_session(&principal, &id).await?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=crate::turns::MAX_MESSAGES_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(Some("limit"), "limit must be between 1 and 1000"));
+    }
+    let found = state.turns().get_session(&principal, &id, query.before, limit).await?;
     let mut view = json!(found.session);
     view["object"] = json!("session");
     view["runs"] = json!(found.runs.iter().map(run_json).collect::<Vec<_>>());
-    view["messages"] = json!(found.messages);
+    let before = found.more_messages.then(|| found.messages.first().map(|(seq, _)| *seq)).flatten();
+    view["messages"] = json!(found.messages.iter().map(|(_, m)| m).collect::<Vec<_>>());
+    view["messages_before"] = json!(before);
     Ok(axum::Json(view).into_response())
 }

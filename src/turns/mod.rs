@@ -13,7 +13,7 @@ mod reads;
 
 pub use crate::domain::input::RunInput;
 pub use once::{IdempotencyKey, KEY_TTL};
-pub use reads::{Offset, SessionView};
+pub use reads::{MAX_MESSAGES_PAGE, Offset, SessionView};
 
 use std::sync::Arc;
 

@@ -25,9 +25,16 @@ pub struct SessionView {
     pub session: SessionRow,
     /// Its runs, oldest first.
     pub runs: Vec<RunRow>,
-    /// Its conversation.
-    pub messages: Vec<Message>,
+    /// Its conversation, or the page of it asked for: oldest first, each with its seq.
+    pub messages: Vec<(i64, Message)>,
+    /// Whether older messages than this page's exist.
+    pub more_messages: bool,
 }
+
+/// The most messages one session read returns.
+pub const MAX_MESSAGES_PAGE: i64 = 1000;
+/// The most recent runs a session read returns.
+pub const RECENT_RUNS: i64 = 100;
 
 /// Where a reader of a run's event log starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,16 +146,28 @@ impl Turns {
     ///
     /// # Errors
     /// [`TurnError::NoSession`] when absent or not the caller's, or a storage failure.
-    pub async fn get_session(&self, principal: &Principal, id: &str) -> Result<SessionView, TurnError> {
+    pub async fn get_session(
+        &self,
+        principal: &Principal,
+        id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<SessionView, TurnError> {
+        let limit = limit.clamp(1, MAX_MESSAGES_PAGE);
         let not_found = || TurnError::NoSession(id.chars().take(80).collect());
         let session_id: SessionId = id.parse().map_err(|_| not_found())?;
         let found = self
             .db
             .read(move |conn| {
                 let Some(session) = sessions::find_session(conn, &session_id)? else { return Ok(None) };
-                let runs = runs::list_runs_by_session(conn, &session_id)?;
-                let messages = messages::list_messages(conn, &session_id)?;
-                Ok(Some(SessionView { session, runs, messages }))
+                let runs = runs::list_recent_runs_by_session(conn, &session_id, RECENT_RUNS)?;
+                // One more than asked tells whether older ones exist.
+                let mut messages = messages::list_messages_page(conn, &session_id, before, limit + 1)?;
+                let more_messages = messages.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+                if more_messages {
+                    messages.remove(0);
+                }
+                Ok(Some(SessionView { session, runs, messages, more_messages }))
             })
             .await?;
         found

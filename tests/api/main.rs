@@ -47,6 +47,8 @@ mod runs;
 #[cfg(test)]
 mod secrets;
 #[cfg(test)]
+mod sessions;
+#[cfg(test)]
 mod streams;
 #[cfg(test)]
 mod stress;
