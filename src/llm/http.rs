@@ -206,15 +206,7 @@ impl Upstream {
     /// # Errors
     /// Connect failures, and timeouts before the response headers.
     pub async fn get(&self) -> Result<Response<Incoming>, ModelError> {
-        let mut request = Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = self.uri.clone();
-        request.headers_mut().clone_from(&self.headers);
-        request.headers_mut().remove(CONTENT_TYPE);
-        match tokio::time::timeout(self.client.read_timeout, self.client.inner.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.transport_error(&e)),
-            Err(_) => Err(self.timeout()),
-        }
+        self.bodiless(Method::GET).await
     }
 
     /// DELETEs the endpoint and waits for the response headers, bounded as [`Upstream::post`].
@@ -222,8 +214,12 @@ impl Upstream {
     /// # Errors
     /// Connect failures, and timeouts before the response headers.
     pub async fn delete(&self) -> Result<Response<Incoming>, ModelError> {
+        self.bodiless(Method::DELETE).await
+    }
+
+    async fn bodiless(&self, method: Method) -> Result<Response<Incoming>, ModelError> {
         let mut request = Request::new(Full::new(Bytes::new()));
-        *request.method_mut() = Method::DELETE;
+        *request.method_mut() = method;
         *request.uri_mut() = self.uri.clone();
         request.headers_mut().clone_from(&self.headers);
         request.headers_mut().remove(CONTENT_TYPE);
